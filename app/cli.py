@@ -1,0 +1,157 @@
+"""The ``biofo`` command line.
+
+Each subcommand is wired to one function in the module that owns the work. Functions of commands
+with ``--json`` return a dict; it is printed as one JSON object on the last line of stdout. The
+function is imported only when its command runs, so ``biofo serve`` never loads benchmark code and
+the base install works without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    target: str  # "module:function"
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+    emits_json: bool = True
+
+
+def _records(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", nargs="+", default=None, help="MIT-BIH record names")
+
+
+def _out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="bench/results", help="folder for tables and plots")
+
+
+def _bench_rules(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=["mitbih", "chbmit"], required=True)
+    parser.add_argument("--rules", nargs="+", default=None)
+    parser.add_argument("--quick", action="store_true", help="small subset, for the test suite")
+    _out(parser)
+
+
+def _eval_ecg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--protocol", choices=["inter-patient", "patient-specific", "hybrid"], required=True
+    )
+    parser.add_argument("--rule", default="biofo")
+    _records(parser)
+    _out(parser)
+
+
+def _eval_eeg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", required=True, help="chbNN or all")
+    parser.add_argument("--rule", default="biofo")
+    _out(parser)
+
+
+def _replay(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="MIT-BIH record (e.g. mitdb/208) or CHB-MIT EDF file")
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--label-minutes", type=float, default=5.0)
+    parser.add_argument("--speed", choices=["max", "1"], default="max")
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this much signal")
+    parser.add_argument("--patient-id", default=None)
+
+
+def _bench_daemon(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--streams", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=60.0)
+
+
+def _energy_probe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=5.0)
+
+
+def _serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--db", default=None, help="SQLite file")
+    parser.add_argument("--engine", choices=["torch", "onnxruntime"], default=None)
+
+
+def _token_create(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", choices=["device", "clinician", "admin"], required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--db", default=None, help="SQLite file")
+
+
+def _train_base(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--modality", choices=["ecg", "eeg", "all"], default="all")
+    parser.add_argument("--out", default=None, help="folder for the model files")
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(("data", "check"), "signals.datafiles:check_data_command", "verify the PhysioNet files"),
+    Command(("bench", "qrs"), "bench.qrs:run", "QRS detector against reference beats", _records),
+    Command(("energy", "probe"), "app.energy:probe", "average power now, per rail", _energy_probe),
+    Command(("serve",), "app.server:serve", "run the daemon", _serve, emits_json=False),
+    Command(("token", "create"), "app.server:create_token", "issue a token", _token_create, emits_json=False),
+    Command(("train-base",), "app.train_base:train_base", "train the bundled base models", _train_base,
+            emits_json=False),
+    Command(("replay",), "app.replay:run", "play a real record into a running daemon", _replay),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biofo", description=__doc__.splitlines()[0])
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(dest="command", required=True)
+    }
+    for command in COMMANDS:
+        for depth in range(1, len(command.words)):
+            prefix = command.words[:depth]
+            if prefix not in groups:
+                group = groups[prefix[:-1]].add_parser(prefix[-1])
+                groups[prefix] = group.add_subparsers(dest="_".join(prefix), required=True)
+        sub = groups[command.words[:-1]].add_parser(command.words[-1], help=command.help)
+        command.arguments(sub)
+        if command.emits_json:
+            sub.add_argument("--json", action="store_true", help="print one JSON object last")
+        sub.set_defaults(_command=command)
+    return parser
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Command = args._command
+    options = {
+        key: value
+        for key, value in vars(args).items()
+        if not key.startswith("_") and key not in {"command", "json"} and key not in _group_keys()
+    }
+    options["progress"] = sys.stdout.isatty()
+    result = _resolve(command.target)(**options)
+    if command.emits_json:
+        if args.json:
+            print(json.dumps(result, default=float))
+        else:
+            print(json.dumps(result, indent=2, default=float))
+        if isinstance(result, dict) and result.get("ok") is False:
+            return 1
+    return 0
+
+
+def _group_keys() -> set[str]:
+    return {"_".join(c.words[:depth]) for c in COMMANDS for depth in range(1, len(c.words))}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Numbered schema migrations, applied in order and recorded in ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema.
+    """
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('device', 'clinician', 'admin')),
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE models (
+        id INTEGER PRIMARY KEY,
+        modality TEXT NOT NULL,
+        patient_id TEXT NOT NULL,
+        base TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (modality, patient_id)
+    );
+    CREATE TABLE streams (
+        model_id INTEGER PRIMARY KEY REFERENCES models(id),
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE windows (
+        id INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        patient_id TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        fs REAL NOT NULL,
+        channels TEXT NOT NULL,
+        start REAL NOT NULL,
+        offset_s REAL NOT NULL,
+        n_channels INTEGER NOT NULL,
+        n_samples INTEGER NOT NULL,
+        samples BLOB NOT NULL,
+        marker INTEGER,
+        features BLOB NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX windows_patient ON windows (modality, patient_id, offset_s);
+    CREATE TABLE predictions (
+        window_id INTEGER PRIMARY KEY REFERENCES windows(id),
+        model_version INTEGER NOT NULL,
+        class TEXT NOT NULL,
+        probabilities TEXT NOT NULL,
+        margin REAL NOT NULL,
+        latency_ms REAL NOT NULL
+    );
+    CREATE INDEX predictions_margin ON predictions (margin);
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        window_id INTEGER NOT NULL REFERENCES windows(id),
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        label TEXT NOT NULL,
+        labeled_by TEXT NOT NULL,
+        token_id INTEGER REFERENCES tokens(id),
+        at REAL NOT NULL
+    );
+    CREATE INDEX labels_window ON labels (window_id, id);
+    CREATE INDEX labels_model ON labels (model_id, id);
+    CREATE TABLE updates (
+        seq INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        version_before INTEGER NOT NULL,
+        version_after INTEGER NOT NULL,
+        label_ids TEXT NOT NULL,
+        loss_per_layer TEXT NOT NULL,
+        macs INTEGER NOT NULL,
+        duration_s REAL NOT NULL,
+        joules REAL NOT NULL,
+        energy_source TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX updates_model ON updates (model_id, seq);
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        version INTEGER NOT NULL,
+        label_seq INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        sha256 TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX checkpoints_model ON checkpoints (model_id, id);
+    CREATE TABLE energy (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('inference', 'update')),
+        model_id INTEGER REFERENCES models(id),
+        n INTEGER NOT NULL,
+        duration_s REAL NOT NULL,
+        joules REAL NOT NULL,
+        source TEXT NOT NULL,
+        rail TEXT NOT NULL,
+        total TEXT NOT NULL
+    );
+    CREATE INDEX energy_at ON energy (at);
+    """,
+    # 2: retractions. Labels stay append-only; undoing one appends a row here, and the row says how
+    # the model was made consistent again (the checkpoint it was rebuilt from, the labels replayed,
+    # the checkpoint written with the rebuilt weights, and what that cost).
+    """
+    CREATE TABLE retractions (
+        id INTEGER PRIMARY KEY,
+        label_id INTEGER NOT NULL UNIQUE REFERENCES labels(id),
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        token_id INTEGER REFERENCES tokens(id),
+        retracted_by TEXT NOT NULL,
+        at REAL NOT NULL,
+        version_before INTEGER NOT NULL,
+        version_after INTEGER NOT NULL,
+        rebuilt_from INTEGER REFERENCES checkpoints(id),
+        checkpoint_id INTEGER REFERENCES checkpoints(id),
+        replayed INTEGER NOT NULL,
+        duration_s REAL NOT NULL,
+        joules REAL NOT NULL,
+        energy_source TEXT
+    );
+    CREATE INDEX retractions_model ON retractions (model_id, id);
+    """,
+)
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; return the resulting schema version."""
+    current = connection.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        # One script per migration: the schema change and its version number commit together.
+        connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)

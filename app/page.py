@@ -1,0 +1,158 @@
+"""The clinician page: sign-in with a clinician token, the patient list, the labelling queue and the
+timeline. Pages are server-rendered shells; their scripts (static files, no inline code: the CSP
+forbids it) read and write through the /v1 API, authenticated by the session cookie."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, status
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.api import model_summary
+from app.auth import SESSION_COOKIE, same_origin
+from app.registry import LiveModel
+from app.schemas import Modality
+from app.store import Token
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+# Served through a route of this router rather than a mount, so including the router is all it takes.
+static_files = StaticFiles(directory=HERE / "static")
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_ROLES = ("clinician", "admin")
+SESSION_SECONDS = 12 * 3600  # one clinical shift
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Pages hold patient data: never cached. The API's default "no-referrer" would make the browser send
+# "Origin: null" on the page's own POSTs, which the CSRF check must refuse; "same-origin" sends the
+# real origin to this daemon and still nothing to any other site.
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
+CLASS_TITLES = {
+    "N": "Normal (incl. bundle branch block)",
+    "S": "Supraventricular ectopic",
+    "V": "Ventricular ectopic",
+    "F": "Fusion",
+    "Q": "Paced / unclassifiable",
+    "seizure": "Seizure",
+    "background": "Background",
+}
+
+
+def cookie_secure(request: Request) -> bool:
+    """Whether the session cookie gets the ``Secure`` flag.
+
+    Browsers keep a Secure cookie only over https, and over plain http to loopback (localhost is a
+    secure context), so the flag is set there. A bedside daemon reached over plain http at a LAN
+    address would have a Secure cookie silently dropped and sign-in would loop, so there the flag is
+    left off; HTTP-only and SameSite=Strict still apply, and a deployment off loopback belongs behind
+    TLS, where the flag is set again.
+    """
+    return request.url.scheme == "https" or request.url.hostname in LOOPBACK_HOSTS
+
+
+def signed_in(request: Request) -> Token | None:
+    presented = request.cookies.get(SESSION_COOKIE)
+    token = request.app.state.store.find_token(presented) if presented else None
+    return token if token is not None and token.role in PAGE_ROLES else None
+
+
+def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    return templates.TemplateResponse(request, name, context, status_code=status_code, headers=PAGE_HEADERS)
+
+
+def to_login() -> RedirectResponse:
+    return RedirectResponse("/login", status.HTTP_303_SEE_OTHER, headers=PAGE_HEADERS)
+
+
+def class_keys(classes: tuple[str, ...]) -> list[dict[str, str]]:
+    """Each class with its hotkey (its first letter: N S V F Q for ECG, S B for EEG)."""
+    keys = [name[0].lower() for name in classes]
+    if len(set(keys)) != len(keys):
+        keys = [str(index + 1) for index in range(len(classes))]
+    return [{"name": name, "key": key, "title": CLASS_TITLES.get(name, name)} for name, key in zip(classes, keys)]
+
+
+@router.get("/static/{path:path}")
+async def static(path: str, request: Request) -> Response:
+    return await static_files.get_response(path, request.scope)
+
+
+@router.get("/login")
+def login_form(request: Request) -> Response:
+    if signed_in(request) is not None:
+        return RedirectResponse("/", status.HTTP_303_SEE_OTHER, headers=PAGE_HEADERS)
+    return render(request, "login.html", {"error": None})
+
+
+@router.post("/login")
+def login(request: Request, token: Annotated[str, Form(max_length=512)] = "") -> Response:
+    if not same_origin(request):
+        return render(request, "login.html", {"error": "Sign-in must come from this page."}, 403)
+    presented = token.strip()
+    found = request.app.state.store.find_token(presented) if presented else None
+    if found is None:
+        return render(request, "login.html", {"error": "Unknown or revoked token."}, 401)
+    if found.role not in PAGE_ROLES:
+        return render(request, "login.html", {"error": f"A {found.role} token cannot sign in; use a clinician token."}, 403)
+    response = RedirectResponse("/", status.HTTP_303_SEE_OTHER, headers=PAGE_HEADERS)
+    response.set_cookie(
+        SESSION_COOKIE, presented, max_age=SESSION_SECONDS, path="/", httponly=True, samesite="strict",
+        secure=cookie_secure(request),
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    if not same_origin(request):
+        return Response("cross-origin sign-out refused", status.HTTP_403_FORBIDDEN, headers=PAGE_HEADERS)
+    response = to_login()
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=cookie_secure(request))
+    return response
+
+
+@router.get("/")
+def patients(request: Request) -> Response:
+    user = signed_in(request)
+    if user is None:
+        return to_login()
+    counts = request.app.state.store.window_counts()
+    models = sorted(request.app.state.registry.all(), key=lambda live: (live.row.patient_id, live.row.modality))
+    rows = [
+        {"model": model_summary(request, live),
+         "counts": counts.get(live.row.id, {"windows": 0, "labelled": 0, "retracted": 0})}
+        for live in models
+    ]
+    return render(request, "patients.html", {"user": user, "rows": rows})
+
+
+def _patient_page(request: Request, modality: str, patient_id: str, template: str) -> Response:
+    user = signed_in(request)
+    if user is None:
+        return to_login()
+    live: LiveModel | None = request.app.state.registry.get(modality, patient_id)
+    if live is None:
+        return render(
+            request, "message.html",
+            {"user": user, "title": "No such patient", "message": f"No {modality.upper()} model for patient '{patient_id}'."},
+            404,
+        )
+    return render(
+        request, template,
+        {"user": user, "modality": modality, "patient_id": patient_id, "classes": class_keys(live.classes)},
+    )
+
+
+@router.get("/patients/{modality}/{patient_id}")
+def label_queue(modality: Modality, patient_id: str, request: Request) -> Response:
+    return _patient_page(request, modality, patient_id, "label.html")
+
+
+@router.get("/patients/{modality}/{patient_id}/timeline")
+def timeline(modality: Modality, patient_id: str, request: Request) -> Response:
+    return _patient_page(request, modality, patient_id, "timeline.html")

@@ -1,0 +1,321 @@
+"""Live per-patient models: fork from a base, learn from labels in order, checkpoint, restore.
+
+Durability invariant: a model's state is its newest checkpoint plus the replay, in acceptance order,
+of every label of that model accepted after the checkpoint (``label_seq``). Replay learns from the
+features stored with each window, so a restart after ``kill -9`` reproduces the weights of a run
+that never crashed, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.base_models import BaseModel
+from app.energy import Meter
+from app.engine import Engine, load_learner
+from app.store import EnergyRecord, LabelRow, ModelRow, NewCheckpoint, Store
+
+log = logging.getLogger("biofo.registry")
+
+ROLLBACK_REASON = "rollback to"
+
+
+class UnknownCheckpoint(LookupError):
+    """No checkpoint of this model holds the requested version."""
+
+
+class AlreadyRetracted(ValueError):
+    """The label was retracted before."""
+
+
+class PredatesRollback(ValueError):
+    """The label was given before the model's newest rollback, which already decided what it keeps."""
+
+    def __init__(self, label_id: int, checkpoint: dict):
+        super().__init__(
+            f"label {label_id} predates the rollback recorded in checkpoint {checkpoint['id']}"
+            f" ({checkpoint['reason']}); only labels given after the newest rollback can be undone"
+        )
+
+
+@dataclass
+class LiveModel:
+    row: ModelRow
+    learner: Engine
+    applied_seq: int
+    updates_since_checkpoint: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.learner.classes)
+
+
+@dataclass(frozen=True)
+class Retraction:
+    id: int
+    label_id: int
+    version_before: int
+    version_after: int
+    rebuilt_from_version: int | None  # None: the label had not been learned, nothing to rebuild
+    replayed: int
+    duration_s: float
+    joules: float
+    energy_source: str | None
+
+
+@dataclass(frozen=True)
+class AppliedUpdate:
+    model_id: int
+    label_id: int
+    version_before: int
+    version_after: int
+    duration_s: float
+    joules: float
+
+
+class Registry:
+    def __init__(
+        self, store: Store, bases: dict[str, BaseModel], meter: Meter, checkpoint_every: int, engine: str
+    ):
+        self.store = store
+        self.bases = bases
+        self.meter = meter
+        self.checkpoint_every = checkpoint_every
+        self.engine = engine
+        self._models: dict[int, LiveModel] = {}
+        self._keys: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    # Lookup and fork ---------------------------------------------------------------------------
+
+    def get(self, modality: str, patient_id: str) -> LiveModel | None:
+        with self._lock:
+            model_id = self._keys.get((modality, patient_id))
+            return self._models.get(model_id) if model_id is not None else None
+
+    def by_id(self, model_id: int) -> LiveModel:
+        with self._lock:
+            return self._models[model_id]
+
+    def all(self) -> list[LiveModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def get_or_fork(self, modality: str, patient_id: str) -> LiveModel:
+        """The patient's model; the first window of a new patient forks the modality's base model."""
+        live = self.get(modality, patient_id)
+        if live is not None:
+            return live
+        with self._lock:
+            model_id = self._keys.get((modality, patient_id))
+            if model_id is not None:
+                return self._models[model_id]
+            base = self.bases[modality]
+            learner = load_learner(base.checkpoint, self.engine)
+            learner.version = 0
+            row = self.store.create_model(
+                modality, patient_id, base.name, base.rule, learner.dumps(), learner.version
+            )
+            live = LiveModel(row=row, learner=learner, applied_seq=0)
+            self._register(live)
+            return live
+
+    def _register(self, live: LiveModel) -> None:
+        self._models[live.row.id] = live
+        self._keys[(live.row.modality, live.row.patient_id)] = live.row.id
+
+    # Restore -----------------------------------------------------------------------------------
+
+    def restore(self) -> int:
+        """Rebuild every model from its newest readable checkpoint plus the labels after it."""
+        replayed = 0
+        for row in self.store.models():
+            learner, label_seq = self._load_newest_checkpoint(row)
+            live = LiveModel(row=row, learner=learner, applied_seq=label_seq)
+            with self._lock:
+                self._register(live)
+            for label in self.store.labels_after(row.id, label_seq):
+                self._learn(live, label, record=not self.store.has_update_for(label.id))
+                replayed += 1
+        return replayed
+
+    def _load_newest_checkpoint(self, row: ModelRow) -> tuple[Engine, int]:
+        for meta in self.store.checkpoints(row.id):
+            learner = self._load_checkpoint(meta)
+            if learner is not None:
+                return learner, int(meta["label_seq"])
+        raise RuntimeError(f"model {row.modality}/{row.patient_id} has no readable checkpoint")
+
+    def _load_checkpoint(self, meta: dict) -> Engine | None:
+        """The learner a checkpoint row holds, or None (logged) if it is corrupt or will not load."""
+        blob_row = self.store.one("SELECT blob FROM checkpoints WHERE id = ?", (meta["id"],))
+        blob = bytes(blob_row["blob"]) if blob_row else b""
+        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+            log.error("checkpoint %s of model %s is corrupt (sha256 mismatch); trying the previous one",
+                      meta["id"], meta["model_id"])
+            return None
+        try:
+            return load_learner(blob, self.engine)
+        except Exception as error:  # a checkpoint that will not load must not stop the daemon
+            log.error("checkpoint %s of model %s does not load (%s); trying the previous one",
+                      meta["id"], meta["model_id"], error)
+            return None
+
+    # Learning ----------------------------------------------------------------------------------
+
+    def apply(self, label: LabelRow) -> AppliedUpdate | None:
+        """Apply one accepted label as one forward-only update; skip labels a rollback set aside and
+        labels retracted before they were learned."""
+        live = self.by_id(label.model_id)
+        with live.lock:
+            if label.id <= live.applied_seq or self.store.is_retracted(label.id):
+                return None
+            update = self._learn(live, label, record=True)
+            if live.updates_since_checkpoint >= self.checkpoint_every:
+                self._checkpoint(live, "periodic")
+            return update
+
+    def _example(self, label: LabelRow, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The stored features of the label's window and the class index: what one update learns."""
+        x = self.store.features(label.window_id)[None, :]
+        return x, np.array([classes.index(label.label)], dtype=np.int64)
+
+    def _learn(self, live: LiveModel, label: LabelRow, record: bool) -> AppliedUpdate:
+        x, y = self._example(label, live.classes)
+        before = live.learner.version
+        with self.meter.measure() as measurement:
+            stats = live.learner.learn(x, y)
+        live.applied_seq = label.id
+        live.updates_since_checkpoint += 1
+        energy = EnergyRecord(
+            phase="update", model_id=live.row.id, n=1, duration_s=measurement.duration_s,
+            joules=measurement.joules, source=measurement.source, rail=measurement.rail,
+            total=self.meter.total,
+        )
+        if record:
+            self.store.insert_update(
+                live.row.id, before, live.learner.version, [label.id], stats.loss_per_layer,
+                stats.macs, stats.seconds, energy,
+            )
+        return AppliedUpdate(live.row.id, label.id, before, live.learner.version,
+                             stats.seconds, measurement.joules)
+
+    # Checkpoints and rollback ------------------------------------------------------------------
+
+    def _checkpoint(self, live: LiveModel, reason: str) -> int:
+        checkpoint_id = self.store.insert_checkpoint(
+            live.row.id, live.learner.version, live.applied_seq, reason, live.learner.dumps()
+        )
+        live.updates_since_checkpoint = 0
+        return checkpoint_id
+
+    def checkpoint_all(self, reason: str) -> int:
+        written = 0
+        for live in self.all():
+            with live.lock:
+                if live.updates_since_checkpoint:
+                    self._checkpoint(live, reason)
+                    written += 1
+        return written
+
+    def rollback(self, live: LiveModel, version: int, replay_later_labels: bool) -> int:
+        """Restore the newest checkpoint at ``version`` as a new, higher version; return it.
+
+        Labels accepted after that checkpoint stay stored. With ``replay_later_labels`` they are
+        learned again on top, in order; without, the new checkpoint's ``label_seq`` covers them so a
+        restart does not learn them either.
+        """
+        target = next((c for c in self.store.checkpoints(live.row.id) if c["version"] == version), None)
+        if target is None:
+            raise UnknownCheckpoint(version)
+        blob = self.store.one("SELECT blob FROM checkpoints WHERE id = ?", (target["id"],))["blob"]
+        with live.lock:
+            newest_label = self.store.one(
+                "SELECT COALESCE(MAX(id), 0) AS seq FROM labels WHERE model_id = ?", (live.row.id,)
+            )["seq"]
+            restored = load_learner(bytes(blob), self.engine)
+            restored.version = live.learner.version + 1
+            live.learner = restored
+            live.applied_seq = int(target["label_seq"]) if replay_later_labels else int(newest_label)
+            self._checkpoint(live, f"{ROLLBACK_REASON} {version}")
+            if replay_later_labels:
+                for label in self.store.labels_after(live.row.id, live.applied_seq):
+                    self._learn(live, label, record=True)
+            return live.learner.version
+
+    # Retraction (undo) ---------------------------------------------------------------------------
+
+    def retract(self, label: LabelRow, token_id: int | None, retracted_by: str) -> Retraction:
+        """Undo a label: afterwards the model is what it would be had the label never been given.
+
+        A forward-only update cannot be subtracted, so a label the model has learned is undone by
+        rebuilding: the newest checkpoint taken before the label was learned, plus the in-order
+        replay of every later label the model had learned, minus the retracted ones. The result is
+        one new version; the retraction row and the checkpoint of the rebuilt weights commit in one
+        transaction, so "newest checkpoint + replay of the non-retracted labels after it" stays the
+        model's state at every instant, across ``kill -9``. A label not yet learned only needs the
+        retraction row: the worker and every replay skip retracted labels.
+        """
+        live = self.by_id(label.model_id)
+        with live.lock:
+            if self.store.is_retracted(label.id):
+                raise AlreadyRetracted(f"label {label.id} is already retracted")
+            before = live.learner.version
+            if label.id > live.applied_seq:
+                row = self.store.insert_retraction(
+                    label, token_id, retracted_by, before, before, None, 0, 0.0, None, None
+                )
+                return Retraction(row["id"], label.id, before, before, None, 0, 0.0, 0.0, None)
+            base, learner = self._rebuild_base(live, label.id)
+            replay = [
+                later for later in self.store.labels_after(live.row.id, int(base["label_seq"]))
+                if later.id <= live.applied_seq and later.id != label.id
+            ]
+            with self.meter.measure() as measurement:
+                for later in replay:
+                    learner.learn(*self._example(later, live.classes))
+            learner.version = before + 1
+            energy = EnergyRecord(
+                phase="update", model_id=live.row.id, n=len(replay), duration_s=measurement.duration_s,
+                joules=measurement.joules, source=measurement.source, rail=measurement.rail,
+                total=self.meter.total,
+            )
+            checkpoint = NewCheckpoint(learner.version, live.applied_seq, f"undo label {label.id}", learner.dumps())
+            row = self.store.insert_retraction(
+                label, token_id, retracted_by, before, learner.version, int(base["id"]), len(replay),
+                measurement.duration_s, checkpoint, energy,
+            )
+            live.learner = learner
+            live.updates_since_checkpoint = 0
+            return Retraction(
+                row["id"], label.id, before, learner.version, int(base["version"]), len(replay),
+                measurement.duration_s, measurement.joules, measurement.source,
+            )
+
+    def _rebuild_base(self, live: LiveModel, label_id: int) -> tuple[dict, Engine]:
+        """The newest readable checkpoint that does not contain the label and that a replay may start from.
+
+        A checkpoint is skipped when it holds a label retracted after it was written. The search stops
+        at a rollback: a rollback decided which labels its model keeps, so no replay may cross it.
+        """
+        retractions = self.store.retractions(live.row.id)
+        for meta in self.store.checkpoints(live.row.id):
+            is_rollback = str(meta["reason"]).startswith(ROLLBACK_REASON)
+            holds_label = meta["label_seq"] >= label_id
+            stale = any(
+                r["checkpoint_id"] is not None and r["label_id"] <= meta["label_seq"] and r["checkpoint_id"] > meta["id"]
+                for r in retractions
+            )
+            if not holds_label and not stale:
+                learner = self._load_checkpoint(meta)
+                if learner is not None:
+                    return meta, learner
+            if is_rollback:
+                raise PredatesRollback(label_id, meta)
+        raise RuntimeError(f"model {live.row.modality}/{live.row.patient_id} has no checkpoint to rebuild from")

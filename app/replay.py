@@ -1,0 +1,141 @@
+"""``biofo replay``: play a real record into a running daemon as a bedside device would, and label the
+windows of the first minutes from the reference annotations as a clinician would.
+
+The summary compares, on the unlabelled rest of the record, the daemon's predictions with the
+reference: per-class sensitivity and positive predictivity for ECG (VEB = V, SVEB = S), window
+sensitivity, false alarms and detection latency for EEG.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from signals import replay as sources
+
+LABELER = "replay (reference annotations)"
+
+
+@dataclass
+class Tally:
+    """Reference vs predicted classes of the windows seen."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, reference: str, predicted: str) -> None:
+        self.pairs.append((reference, predicted))
+
+    def accuracy(self) -> float | None:
+        return sum(r == p for r, p in self.pairs) / len(self.pairs) if self.pairs else None
+
+    def se_ppv(self, cls: str) -> dict[str, float | None]:
+        tp = sum(r == cls and p == cls for r, p in self.pairs)
+        positives = sum(r == cls for r, _ in self.pairs)
+        predicted = sum(p == cls for _, p in self.pairs)
+        return {"se": tp / positives if positives else None, "ppv": tp / predicted if predicted else None}
+
+
+@dataclass(frozen=True)
+class Source:
+    modality: str
+    patient_id: str
+    requests: Iterator[dict[str, Any]]
+    reference: sources.ReferenceLabels
+
+
+def open_source(path: str, patient_id: str | None, minutes: float | None) -> Source:
+    """A MIT-BIH record name or path (``208``, ``mitdb/208``) or a CHB-MIT EDF file."""
+    if path.lower().endswith(".edf"):
+        edf = Path(path)
+        pid = patient_id or edf.name.split("_")[0]
+        return Source("eeg", pid, sources.eeg_requests(edf, patient_id=pid, minutes=minutes),
+                      sources.eeg_reference(edf))
+    record = Path(path).name
+    pid = patient_id or f"mitdb-{record}"
+    return Source("ecg", pid, sources.ecg_requests(record, patient_id=pid, minutes=minutes),
+                  sources.ecg_reference(record))
+
+
+def run(
+    path: str,
+    url: str,
+    token: str,
+    label_minutes: float = 5.0,
+    speed: str = "max",
+    minutes: float | None = None,
+    patient_id: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    source = open_source(path, patient_id, minutes)
+    headers = {"Authorization": f"Bearer {token}"}
+    labelled, rest = Tally(), Tally()
+    windows = labels = 0
+    latencies: list[float] = []
+    started = time.monotonic()
+    last_seq = 0
+    with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
+        for body in tqdm(source.requests, desc="replay", unit="segment", disable=not progress):
+            if speed == "1":
+                # Real time: a segment is sent once the device would have recorded all of it.
+                duration = len(body["samples"][0]) / body["fs"]
+                delay = started + body["start"] + duration - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            sent = time.perf_counter()
+            response = client.post("/v1/windows", json=body)
+            response.raise_for_status()
+            latencies.append((time.perf_counter() - sent) * 1000.0)
+            out = response.json()["windows"]
+            windows += len(out)
+            to_label = []
+            for window in out:
+                reference = source.reference.label_at(window["offset_s"])
+                if reference is None:
+                    continue
+                if window["offset_s"] < label_minutes * 60.0:
+                    labelled.add(reference, window["predicted"])
+                    to_label.append({"window_id": window["id"], "label": reference, "labeled_by": LABELER})
+                else:
+                    rest.add(reference, window["predicted"])
+            if to_label:
+                answer = client.post("/v1/labels", json={"labels": to_label})
+                answer.raise_for_status()
+                labels += answer.json()["accepted"]
+                last_seq = answer.json()["update_seq"]
+        model = _wait_applied(client, source, last_seq)
+    summary: dict[str, Any] = {
+        "modality": source.modality,
+        "patient_id": source.patient_id,
+        "windows": windows,
+        "labels": labels,
+        "updates": model["updates_applied"],
+        "model_version": model["version"],
+        "prequential_accuracy": model["prequential"]["accuracy"],
+        "labelled_accuracy": labelled.accuracy(),
+        "p50_post_ms": statistics.median(latencies) if latencies else None,
+    }
+    if source.modality == "ecg":
+        summary["rest"] = {"accuracy": rest.accuracy(), "n": len(rest.pairs),
+                           "VEB": rest.se_ppv("V"), "SVEB": rest.se_ppv("S")}
+    else:
+        summary["rest"] = source.reference.event_summary(rest.pairs)
+    return summary
+
+
+def _wait_applied(client: httpx.Client, source: Source, seq: int, timeout: float = 120.0) -> dict[str, Any]:
+    """The model once every label sent has been applied."""
+    deadline = time.monotonic() + timeout
+    while True:
+        model = client.get(f"/v1/models/{source.modality}/{source.patient_id}")
+        model.raise_for_status()
+        body = model.json()
+        if body["applied_seq"] >= seq or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)

@@ -1,0 +1,285 @@
+"""Request and response bodies of the v1 API. Field names are the public contract."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Modality = Literal["ecg", "eeg"]
+PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+CHANNEL_NAME = re.compile(r"^[\x20-\x7e]{1,32}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def check_patient_id(value: str) -> str:
+    if not PATIENT_ID.match(value):
+        raise ValueError(
+            "patient_id must be 1-64 characters of letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return value
+
+
+class WindowsIn(Strict):
+    patient_id: str = Field(description="The device's patient identifier")
+    modality: Modality
+    fs: float = Field(gt=0, le=10_000, description="Sampling rate of `samples`, in Hz")
+    channels: list[str] = Field(min_length=1, max_length=64)
+    start: float = Field(ge=0, le=10 * 365 * 86400, description="Seconds since the stream began")
+    samples: list[list[float]] = Field(min_length=1, description="channels x samples, physical units")
+    r_peaks: list[int] | None = Field(default=None, description="ECG R-peak sample indices, optional")
+    units: Literal["mV", "uV", "V"] | None = None
+
+    @field_validator("patient_id")
+    @classmethod
+    def _patient_id(cls, value: str) -> str:
+        return check_patient_id(value)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, channels: list[str]) -> list[str]:
+        for name in channels:
+            if not CHANNEL_NAME.match(name):
+                raise ValueError("each channel name must be 1-32 printable ASCII characters")
+        return channels
+
+    @model_validator(mode="after")
+    def _shape(self) -> WindowsIn:
+        if len(self.samples) != len(self.channels):
+            raise ValueError(
+                f"samples has {len(self.samples)} rows but channels names {len(self.channels)}: one row per channel"
+            )
+        lengths = {len(row) for row in self.samples}
+        if len(lengths) != 1:
+            raise ValueError("samples is ragged: every channel row must have the same number of samples")
+        if 0 in lengths:
+            raise ValueError("samples rows are empty")
+        if self.r_peaks is not None:
+            n = lengths.pop()
+            if any(peak < 0 or peak >= n for peak in self.r_peaks):
+                raise ValueError(f"r_peaks must be sample indices in [0, {n})")
+            if any(b <= a for a, b in zip(self.r_peaks, self.r_peaks[1:])):
+                raise ValueError("r_peaks must be strictly increasing")
+            if self.modality != "ecg":
+                raise ValueError("r_peaks is only meaningful for ECG")
+        return self
+
+
+class WindowOut(BaseModel):
+    id: int
+    modality: Modality
+    patient_id: str
+    offset_s: float
+    predicted: str
+    probabilities: dict[str, float]
+    model_version: int
+
+
+class WindowsOut(BaseModel):
+    windows: list[WindowOut]
+    ignored_channels: list[str] = Field(default_factory=list)
+    missing_channels: list[str] = Field(default_factory=list)
+
+
+class LabelIn(Strict):
+    window_id: int = Field(ge=1)
+    label: str = Field(min_length=1, max_length=32)
+    labeled_by: str = Field(min_length=1, max_length=64)
+
+
+class LabelsIn(Strict):
+    labels: list[LabelIn] = Field(min_length=1, max_length=1000)
+
+
+class LabelsOut(BaseModel):
+    accepted: int
+    update_seq: int = Field(description="Sequence number of the last accepted label; "
+                            "the model has applied it when applied_seq reaches it")
+    label_ids: list[int]
+
+
+class QueueItem(BaseModel):
+    id: int
+    patient_id: str
+    modality: Modality
+    offset_s: float
+    predicted: str
+    probabilities: dict[str, float]
+    margin: float
+    model_version: int
+    label: str | None
+    labeled_by: str | None
+
+
+class QueueOut(BaseModel):
+    windows: list[QueueItem]
+
+
+class LabelHistory(BaseModel):
+    id: int
+    label: str
+    labeled_by: str
+    at: float
+    retracted: bool = False
+
+
+class WindowDetail(QueueItem):
+    fs: float
+    channels: list[str]
+    start: float
+    samples: list[list[float]]
+    sample_channels: list[str] = Field(description="Name of each row of `samples` (the canonical montage for EEG)")
+    marker: int | None = Field(description="Index of the R peak in samples (ECG)")
+    samples_fs: float
+    labels: list[LabelHistory]
+
+
+class LabelUpdate(BaseModel):
+    seq: int
+    version_before: int
+    version_after: int
+    duration_s: float
+    joules: float
+    energy_source: str
+
+
+class LabelOut(BaseModel):
+    id: int
+    window_id: int
+    modality: Modality
+    patient_id: str
+    label: str
+    labeled_by: str
+    at: float
+    applied: bool = Field(description="The model has processed this label (learned it, or skipped it as retracted)")
+    retracted: bool
+    update: LabelUpdate | None = Field(description="The update that learned this label, once applied")
+
+
+class UndoIn(Strict):
+    retracted_by: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Who undoes it; defaults to the token's name"
+    )
+
+
+class UndoOut(BaseModel):
+    label_id: int
+    window_id: int
+    retraction_id: int
+    version_before: int
+    version_after: int
+    rebuilt_from_version: int | None = Field(
+        description="Checkpointed version the model was rebuilt from; null when the label had not been learned yet"
+    )
+    replayed: int = Field(description="Labels learned again on top of that checkpoint")
+    duration_s: float
+    joules: float
+    energy_source: str | None
+    window_label: str | None = Field(description="The window's label in force now (its previous label, or none)")
+
+
+class TrendPoint(BaseModel):
+    label_id: int
+    window_id: int
+    at: float
+    label: str
+    predicted: str
+    correct: bool
+    n: int
+    accuracy: float
+
+
+class TrendOut(BaseModel):
+    points: list[TrendPoint] = Field(description="Running prequential accuracy after each label in force, oldest first")
+
+
+class Prequential(BaseModel):
+    accuracy: float | None
+    n: int
+    per_class: dict[str, dict[str, int]]
+
+
+class ModelOut(BaseModel):
+    modality: Modality
+    patient_id: str
+    version: int
+    rule: str
+    base: str
+    updates_applied: int
+    labels_pending: int
+    applied_seq: int
+    prequential: Prequential
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    version: int
+    label_seq: int
+    reason: str
+    sha256: str
+    at: float
+
+
+class CheckpointsOut(BaseModel):
+    checkpoints: list[CheckpointOut]
+
+
+class RollbackIn(Strict):
+    version: int = Field(ge=0)
+    replay_later_labels: bool = Field(
+        default=False,
+        description="Re-apply the labels accepted after that version on top of it (true), "
+        "or keep them stored but not learned (false)",
+    )
+
+
+class EnergyRow(BaseModel):
+    id: int
+    at: float
+    phase: Literal["inference", "update"]
+    modality: str | None
+    patient_id: str | None
+    n: int
+    duration_s: float
+    joules: float
+    source: str
+    rail: str
+    total: str
+
+
+class EnergyOut(BaseModel):
+    energy: list[EnergyRow]
+
+
+class EnergyTotal(BaseModel):
+    phase: str
+    source: str
+    rail: str
+    n: int
+    rows: int
+    joules: float
+    duration_s: float
+    joules_per_item: float | None
+
+
+class EnergySummaryOut(BaseModel):
+    totals: list[EnergyTotal]
+
+
+class TokenIn(Strict):
+    role: Literal["device", "clinician", "admin"]
+    name: str = Field(min_length=1, max_length=64)
+
+
+class TokenOut(BaseModel):
+    token: str
+    role: str
+    name: str

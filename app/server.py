@@ -1,0 +1,176 @@
+"""The FastAPI application and ``biofo serve``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from app.api import router
+from app.base_models import load_bases
+from app.energy import detect_meter
+from app.ingest import Ingestor, Limits
+from app.metrics import Metrics
+from app.page import router as page_router
+from app.registry import AppliedUpdate, Registry
+from app.settings import Settings
+from app.store import Store, StoreUnavailable
+from app.worker import UpdateWorker
+
+log = logging.getLogger("biofo")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+}
+# Swagger UI loads its own inline script; only /docs gets a policy that allows it.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "frame-ancestors 'none'"
+)
+
+
+def ensure_admin(store: Store, settings: Settings) -> str | None:
+    """On first start, create the admin token (``BIOFO_ADMIN_TOKEN`` if set); return it if new."""
+    if store.has_admin():
+        return None
+    return store.create_token("admin", "admin", settings.admin_token)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.db)
+        new_admin = ensure_admin(store, settings)
+        if new_admin is not None and not settings.admin_token:
+            print(f"biofo: first start; admin token (shown once): {new_admin}", file=sys.stderr, flush=True)
+        meter = detect_meter(settings.energy)
+        registry = Registry(store, load_bases(), meter, settings.checkpoint_every, settings.engine)
+        replayed = registry.restore()
+        if replayed:
+            log.info("replayed %d labels after the newest checkpoints", replayed)
+        metrics = Metrics()
+        newest = store.one("SELECT COALESCE(MAX(id), 0) AS seq FROM labels")["seq"]
+
+        def on_update(update: AppliedUpdate, label_to_update_s: float) -> None:
+            live = registry.by_id(update.model_id)
+            metrics.updates.labels(live.row.modality).inc()
+            metrics.update_seconds.observe(update.duration_s)
+            metrics.label_to_update_seconds.observe(label_to_update_s)
+            metrics.model_version.labels(live.row.modality, live.row.patient_id).set(update.version_after)
+            metrics.joules.labels("update", meter.source).inc(update.joules)
+
+        worker = UpdateWorker(store, registry, newest, on_update)
+        app.state.settings = settings
+        app.state.store = store
+        app.state.meter = meter
+        app.state.registry = registry
+        app.state.metrics = metrics
+        app.state.worker = worker
+        app.state.ingestor = Ingestor(store, registry, meter, Limits(settings.max_samples, settings.max_segment_s))
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            written = registry.checkpoint_all("shutdown")
+            log.info("shutdown: %d checkpoints written", written)
+            meter.close()
+            store.close()
+
+    app = FastAPI(
+        title="biofo",
+        version="0.1.0",
+        summary="Bedside ECG/EEG classification that learns from clinician labels with forward-only updates",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.include_router(page_router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics(request: Request) -> Response:
+        return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
+        log.error("store unavailable: %s", error)
+        return JSONResponse(
+            {"detail": f"storage unavailable, nothing was written: {error}"}, status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            response: Response = JSONResponse(
+                {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413
+            )
+        else:
+            response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path in ("/docs", "/redoc"):
+            response.headers["Content-Security-Policy"] = DOCS_CSP
+        route = request.scope.get("route")
+        metrics_state = getattr(request.app.state, "metrics", None)
+        if metrics_state is not None:
+            metrics_state.request_seconds.labels(
+                request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+            ).observe(time.perf_counter() - started)
+        return response
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def serve(
+    host: str | None = None, port: int | None = None, db: str | None = None, engine: str | None = None,
+    progress: bool = False,
+) -> None:
+    """``biofo serve``: run the daemon until SIGTERM or Ctrl-C; both checkpoint before exit."""
+    import uvicorn
+
+    settings = Settings.from_env(host=host, port=port, db=db, engine=engine)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that was
+    # in place before it started. Making that handler a clean exit turns a completed shutdown (worker
+    # stopped, checkpoints written) into exit status 0, which is what supervisors expect.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def create_token(role: str, name: str, db: str | None = None, progress: bool = False) -> None:
+    """``biofo token create``: print a new token once."""
+    settings = Settings.from_env(db=db)
+    store = Store(settings.db)
+    try:
+        print(store.create_token(name, role))
+    finally:
+        store.close()

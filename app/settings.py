@@ -1,0 +1,50 @@
+"""Daemon settings: embedded defaults, overridden by ``BIOFO_*`` variables, overridden by flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: Path = Path("biofo.db")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: str = "torch"
+    admin_token: str | None = None
+    checkpoint_every: int = 50
+    energy: str | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_samples: int = 2_000_000
+    max_segment_s: float = 120.0
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            raw = env.get(f"BIOFO_{spec.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[spec.name] = _parse(spec.name, raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if "db" in given:
+            given["db"] = Path(str(given["db"]))
+        return replace(settings, **given)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str) -> object:
+    if name == "db":
+        return Path(raw)
+    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples"}:
+        return int(raw)
+    if name == "max_segment_s":
+        return float(raw)
+    if name == "cors_origins":
+        return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+    return raw

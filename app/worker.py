@@ -1,0 +1,93 @@
+"""The update worker: one thread that applies accepted labels, in acceptance order, as updates.
+
+Labels are durable before the worker sees them; it reads them back from the database by sequence
+number, so a wake-up lost to a crash costs nothing: the next start replays what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from app.registry import AppliedUpdate, Registry
+from app.store import LabelRow, Store, StoreUnavailable
+
+log = logging.getLogger("biofo.worker")
+
+
+class UpdateWorker:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        applied_through: int,
+        on_update: Callable[[AppliedUpdate, float], None] | None = None,
+    ):
+        self.store = store
+        self.registry = registry
+        self.applied_through = applied_through
+        self.on_update = on_update
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="biofo-update-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the update in flight, then stop; labels not yet applied stay durable for the next start."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def wait_idle(self, through: int, timeout: float = 10.0) -> bool:
+        """Block until every label up to ``through`` has been applied (for tests and the CLI)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self.applied_through < through:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def _next_labels(self) -> list[LabelRow]:
+        rows = self.store.query(
+            "SELECT id, window_id, model_id, label, labeled_by, at FROM labels WHERE id > ? ORDER BY id LIMIT 64",
+            (self.applied_through,),
+        )
+        return [LabelRow(**row) for row in rows]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            while not self._stop.is_set():
+                try:
+                    batch = self._next_labels()
+                except StoreUnavailable as error:
+                    log.error("cannot read labels: %s", error)
+                    break
+                if not batch:
+                    break
+                for label in batch:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        update = self.registry.apply(label)
+                    except StoreUnavailable as error:
+                        # The model learned; only the update row is missing. A restart replays the
+                        # label from the last checkpoint and writes the row.
+                        log.error("update row for label %s not written: %s", label.id, error)
+                        update = None
+                    with self._idle:
+                        self.applied_through = label.id
+                        self._idle.notify_all()
+                    if update is not None and self.on_update is not None:
+                        self.on_update(update, max(0.0, time.time() - label.at))

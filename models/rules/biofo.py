@@ -1,0 +1,205 @@
+"""Bio-FO (Huang & Aminifar, MLSys 2025): every hidden layer learns from a fixed random head.
+
+For hidden layer k, with ``h_k = f(z_k)``, ``z_k = (S_k ⊙ W_k) h_{k-1} + b_k``:
+
+    a_k = B_k h_k                       B_k ∈ R^{C×n_k} fixed, no bias
+    L_k = CE(softmax(a_k), y*)          δa_k = softmax(a_k) − y*
+    δh_k = B_kᵀ δa_k ;  δz_k = δh_k ⊙ f'(z_k)  (= 1[z_k > 0] for ReLU) ;  ΔW_k = δz_k h_{k-1}ᵀ
+
+This is the gradient of L_k with the layer input ``h_{k-1}`` detached, written out. Prediction
+is ``softmax(B_L h_L)``: the last layer's head is installed as the network's read-out and frozen,
+so no trainable read-out exists (as in the reference code).
+
+Heads (option ``head``):
+- ``"gaussian"``: a fresh draw per layer, entries ``head_scale · N(0, 1)``;
+- ``"ternary"``: one sparse ternary matrix shared by every layer (needs equal widths): exactly
+  ⌊C·n/6⌋ entries +1 and as many −1, the rest 0 (Achlioptas), times ``head_scale``.
+The reference code uses unit entries (``head_scale = 1``) with 2000-unit layers and Adam 1e-4 at
+batch 100, the Gaussian head for MIT-BIH and the ternary one for CHB-MIT.
+
+Schedules (option ``schedule``):
+- ``"simultaneous"``: every layer learns on every batch; layer k's update is released right after
+  its own forward pass (its input came from the not-yet-updated layer k−1, so this equals summing
+  all local losses and stepping once). This is the streaming mode.
+- ``"greedy"``: the paper's schedule. Layer 1 learns for ``greedy_steps`` learn calls, then
+  freezes, then layer 2, and so on; the last layer keeps learning afterwards. The frozen prefix is
+  re-run forward each step (no cache), and predictions come from the head of the layer currently
+  being trained, as the paper reports accuracy after each added layer.
+
+Early exit (option ``early_exit``, a confidence in (0, 1]): at inference a sample stops at the
+first layer whose head gives ``max softmax ≥ early_exit``; ``Prediction.macs_saved`` reports
+what that saved against the full pass (it can be negative: each inspected head costs C·n_k).
+
+Stores between steps: heads ``B_1..B_{L-1}`` (the last is the read-out), ``C·Σ n_k`` values (one
+``C×n`` matrix when shared), and the count of learn calls (for the greedy schedule).
+Cost per sample: forward F + ``2·C·n_k`` per layer (head and ``B_kᵀ δa_k``) + weight gradients F;
+no transport of W, no second pass. Memory: one layer's input, z, h and gradients at a time,
+independent of depth.
+
+Streaming defaults (batch of one) and why: see ``BioFO.defaults`` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from models.network import Network
+from models.rules.base import (
+    Prediction,
+    Rule,
+    StepContext,
+    Update,
+    counted_layer_forward,
+    layer_grads,
+    softmax_error,
+)
+from models.seeding import generator
+
+HEADS = ("gaussian", "ternary")
+SCHEDULES = ("simultaneous", "greedy")
+
+
+class BioFO(Rule):
+    name = "biofo"
+    defaults = {
+        "activation": "relu",
+        "init": "default",
+        "optimizer": {"name": "adam", "lr": 1e-3},
+    }
+
+    def __init__(
+        self,
+        network: Network,
+        seed: int,
+        head: str = "gaussian",
+        head_scale: float = 1.0,
+        schedule: str = "simultaneous",
+        greedy_steps: int = 1000,
+        early_exit: float | None = None,
+    ) -> None:
+        super().__init__(network, seed)
+        if network.depth < 1:
+            raise ValueError("biofo needs at least one hidden layer")
+        if head not in HEADS:
+            raise ValueError(f"biofo head must be one of {HEADS}, got {head!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"biofo schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if greedy_steps < 1:
+            raise ValueError(f"biofo greedy_steps must be >= 1, got {greedy_steps}")
+        if early_exit is not None and not 0.0 < early_exit <= 1.0:
+            raise ValueError(f"biofo early_exit must be in (0, 1], got {early_exit}")
+        if head_scale <= 0:
+            raise ValueError(f"biofo head_scale must be positive, got {head_scale}")
+        self.head_kind = head
+        self.head_scale = float(head_scale)
+        self.schedule = schedule
+        self.greedy_steps = greedy_steps
+        self.early_exit = early_exit
+        self.counters["steps"] = torch.zeros((), dtype=torch.int64)
+        self._install_heads(network, generator(seed, "rule"))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {
+            "head": self.head_kind,
+            "head_scale": self.head_scale,
+            "schedule": self.schedule,
+            "greedy_steps": self.greedy_steps,
+            "early_exit": self.early_exit,
+        }
+
+    def _install_heads(self, network: Network, rng: torch.Generator) -> None:
+        classes, dtype = network.num_classes, network.dtype
+        if self.head_kind == "ternary":
+            widths = {layer.out_features for layer in network.layers}
+            if len(widths) != 1:
+                raise ValueError(f"biofo ternary head is shared, so widths must be equal: {widths}")
+            last = self._ternary(classes, widths.pop(), rng, dtype)
+        else:
+            for index, layer in enumerate(network.layers[:-1]):
+                self.fixed[f"heads.{index}"] = self._gaussian(classes, layer.out_features, rng, dtype)
+            last = self._gaussian(classes, network.layers[-1].out_features, rng, dtype)
+        network.readout.weight.copy_(last)
+        network.readout.bias.zero_()
+        network.readout_trainable = False
+
+    def _gaussian(
+        self, classes: int, width: int, rng: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        return self.head_scale * torch.randn(classes, width, generator=rng, dtype=dtype)
+
+    def _ternary(
+        self, classes: int, width: int, rng: torch.Generator, dtype: torch.dtype
+    ) -> torch.Tensor:
+        count = classes * width // 6
+        flat = torch.zeros(classes * width, dtype=dtype)
+        positions = torch.randperm(classes * width, generator=rng)
+        flat[positions[:count]] = 1.0
+        flat[positions[count : 2 * count]] = -1.0
+        return self.head_scale * flat.reshape(classes, width)
+
+    def head(self, network: Network, index: int) -> torch.Tensor:
+        """The fixed head ``B`` on hidden layer ``index`` (0-based)."""
+        if self.head_kind == "ternary" or index == network.depth - 1:
+            return network.readout.weight
+        return self.fixed[f"heads.{index}"]
+
+    def active_layer(self, network: Network) -> int:
+        """The last layer that learns (and, in the greedy schedule, predicts) now."""
+        if self.schedule == "simultaneous":
+            return network.depth - 1
+        return min(int(self.counters["steps"]) // self.greedy_steps, network.depth - 1)
+
+    def updates(
+        self, network: Network, h0: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> Iterator[Update]:
+        active = self.active_layer(network)
+        first = 0 if self.schedule == "simultaneous" else active
+        self.counters["steps"].add_(1)
+        h = h0
+        for index in range(active + 1):
+            z, h_next = counted_layer_forward(network, index, h, ctx.cost)
+            if index >= first:
+                head = self.head(network, index)
+                error, loss = softmax_error(h_next.mm(head.t()), y)
+                dh = error.mm(head)
+                ctx.cost.add_macs(2 * y.shape[0] * head.numel())
+                ctx.cost.touch(h_next, head, error, head, dh)
+                dz = dh * network.activations[index].grad(z)
+                yield Update(layer_grads(network, index, dz, h, ctx.cost), loss)
+            h = h_next
+
+    def predict(self, network: Network, h0: torch.Tensor) -> Prediction:
+        last = self.active_layer(network)
+        if self.early_exit is None and last == network.depth - 1:
+            return super().predict(network, h0)
+        threshold = float("inf") if self.early_exit is None else self.early_exit
+        batch = h0.shape[0]
+        probabilities = h0.new_empty(batch, network.num_classes)
+        exit_layer = torch.full((batch,), last + 1, dtype=torch.int64)
+        pending = torch.arange(batch)
+        macs = 0
+        h = h0
+        for index in range(last + 1):
+            h = network.layer_forward(index, h)[1]
+            head = self.head(network, index)
+            p = torch.softmax(h.mm(head.t()), dim=1)
+            macs += h.shape[0] * (network.layers[index].macs_per_sample + head.numel())
+            if index == last:
+                done = torch.ones(h.shape[0], dtype=torch.bool)
+            else:
+                done = p.max(dim=1).values >= threshold
+            probabilities[pending[done]] = p[done]
+            exit_layer[pending[done]] = index + 1
+            pending, h = pending[~done], h[~done]
+            if pending.numel() == 0:
+                break
+        return Prediction(
+            probabilities=probabilities,
+            exit_layer=exit_layer,
+            macs=macs,
+            macs_full=batch * network.forward_macs_per_sample(),
+        )

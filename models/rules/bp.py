@@ -1,0 +1,71 @@
+"""Backpropagation, written out by hand (the reference every other rule is compared with).
+
+Step: forward pass keeping every ``z_k`` and ``h_k``; ``e = (softmax(logits) − y*)/batch``;
+``δh_L = W_outᵀ e``; then for k = L..1: ``δz_k = δh_k ⊙ f'(z_k)``, ``δh_{k-1} = (S_k ⊙ W_k)ᵀ δz_k``,
+``ΔW_k = δz_k h_{k-1}ᵀ``. Each layer's update is released right after its transport product, so
+only one layer's gradients are alive at a time; the activations of all layers are.
+
+Stores between steps: nothing.
+Cost per sample: forward F MACs (F = Σ layer MACs + read-out) + weight gradients F + transport
+F − (first layer), i.e. about 3F, strictly sequential. Memory: every layer's z and h
+(``2·Σ n_k`` values per sample) until the backward pass reaches it, plus one layer's gradients.
+
+Defaults: ReLU, PyTorch's default initialisation, Adam lr 1e-4 (the Bio-FO repo's BP baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from models.cost import Cost
+from models.network import Network
+from models.rules.base import (
+    Rule,
+    StepContext,
+    Update,
+    counted_forward,
+    layer_grads,
+    readout_grads,
+    softmax_error,
+)
+
+
+class BP(Rule):
+    name = "bp"
+    defaults = {
+        "activation": "relu",
+        "init": "default",
+        "optimizer": {"name": "adam", "lr": 1e-4},
+    }
+
+    def __init__(self, network: Network, seed: int) -> None:
+        super().__init__(network, seed)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def transport(self, network: Network, target: str, dz: torch.Tensor, cost: Cost) -> torch.Tensor:
+        """``δh`` below the layer named ``target`` (``"readout"`` or a hidden index): ``Wᵀ δz``."""
+        layer = network.readout if target == "readout" else network.layers[int(target)]
+        cost.add_macs(dz.shape[0] * layer.macs_per_sample)
+        cost.touch(dz, layer.weight)
+        return layer.input_grad(dz)
+
+    def updates(
+        self, network: Network, h0: torch.Tensor, y: torch.Tensor, ctx: StepContext
+    ) -> Iterator[Update]:
+        trace = counted_forward(network, h0, ctx.cost)
+        error, loss = softmax_error(trace.logits, y)
+        del trace.logits
+        dh = self.transport(network, "readout", error, ctx.cost) if network.depth else None
+        yield Update(readout_grads(network, error, trace.h[-1], ctx.cost), loss)
+        for index in reversed(range(network.depth)):
+            z = trace.z.pop()
+            trace.h.pop()
+            dz = dh * network.activations[index].grad(z)
+            dh = self.transport(network, str(index), dz, ctx.cost) if index else None
+            yield Update(layer_grads(network, index, dz, trace.h[-1], ctx.cost))

@@ -1,0 +1,81 @@
+"""The SQLite store: schema, tokens, and all-or-nothing writes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from app.migrations import MIGRATIONS, migrate
+from app.store import EnergyRecord, Store, WindowRecord, margin_of
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "biofo.db")
+    yield s
+    s.close()
+
+
+def _window(probabilities: dict) -> WindowRecord:
+    return WindowRecord(
+        offset_s=1.0, samples=np.zeros((2, 8), np.float32), marker=3,
+        features=np.arange(4, dtype=np.float32), predicted="N", probabilities=probabilities,
+        model_version=0, latency_ms=0.1,
+    )
+
+
+def test_migrations_are_numbered_and_idempotent(tmp_path):
+    connection = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    assert migrate(connection) == len(MIGRATIONS)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert migrate(connection) == len(MIGRATIONS)
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"windows", "predictions", "labels", "updates", "checkpoints", "energy", "tokens"} <= tables
+
+
+def test_wal_mode_and_full_sync(store):
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_tokens_are_stored_hashed(store, tmp_path):
+    plaintext = store.create_token("ward-3 monitor", "device")
+    found = store.find_token(plaintext)
+    assert found is not None and found.role == "device"
+    assert store.find_token(plaintext + "x") is None
+    store.conn.execute("PRAGMA wal_checkpoint(FULL)")
+    raw = (tmp_path / "biofo.db").read_bytes()
+    assert plaintext.encode() not in raw
+    assert all(plaintext not in str(row) for row in store.query("SELECT * FROM tokens"))
+
+
+def test_window_batch_is_all_or_nothing(store):
+    model = store.create_model("ecg", "p1", "base", "biofo", b"checkpoint", 0)
+    energy = EnergyRecord("inference", model.id, 2, 0.01, 0.02, "estimate", "cpu", "cpu time x watts")
+    good = _window({"N": 0.9, "S": 0.1})
+    unserialisable = _window({"N": object()})
+    with pytest.raises(TypeError):
+        store.insert_windows(model, 360.0, ["MLII", "V1"], 0.0, [good, unserialisable], {"k": 1}, energy)
+    for table in ("windows", "predictions", "streams", "energy"):
+        assert store.one(f"SELECT COUNT(*) AS n FROM {table}")["n"] == 0, table
+    ids = store.insert_windows(model, 360.0, ["MLII", "V1"], 0.0, [good, good], {"k": 1}, energy)
+    assert len(ids) == 2
+    assert store.stream_state(model.id) == {"k": 1}
+    assert np.array_equal(store.features(ids[0]), np.arange(4, dtype=np.float32))
+
+
+def test_latest_label_wins_in_the_queue(store):
+    model = store.create_model("ecg", "p1", "base", "biofo", b"checkpoint", 0)
+    ids = store.insert_windows(model, 360.0, ["MLII"], 0.0, [_window({"N": 0.6, "S": 0.4})], {}, None)
+    store.insert_labels([(ids[0], model.id, "S", "dr a", None)])
+    store.insert_labels([(ids[0], model.id, "V", "dr b", None)])
+    rows = store.queue("p1", "ecg", labeled=True, order="time", limit=10)
+    assert [(r["label"], r["labeled_by"]) for r in rows] == [("V", "dr b")]
+    assert store.queue("p1", "ecg", labeled=False, order="time", limit=10) == []
+
+
+def test_margin_is_top1_minus_top2():
+    assert margin_of({"a": 0.7, "b": 0.2, "c": 0.1}) == pytest.approx(0.5)
+    assert margin_of({"a": 1.0}) == pytest.approx(1.0)
