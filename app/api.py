@@ -58,13 +58,22 @@ def _unprocessable(field: list[str | int], message: str) -> HTTPException:
 
 
 @router.post("/windows", status_code=status.HTTP_201_CREATED, response_model=WindowsOut)
-def post_windows(body: WindowsIn, request: Request, token: Device) -> WindowsOut:
-    """Store a segment, cut it into beats (ECG) or windows (EEG) and predict each one."""
+def post_windows(body: WindowsIn, request: Request, response: Response, token: Device) -> WindowsOut:
+    """Store a segment, cut it into beats (ECG) or windows (EEG) and predict each one.
+
+    Re-sending a segment already accepted (same ``start``) returns the stored windows with 200.
+    """
     try:
-        out = request.app.state.ingestor.ingest(body)
+        out, created = request.app.state.ingestor.ingest(body)
     except SegmentRejected as error:
+        if error.field == "start":
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=[
+                {"loc": ["body", "start"], "msg": str(error), "type": "conflict"}]) from error
         raise _unprocessable([error.field], str(error)) from error
-    request.app.state.metrics.windows.labels(body.modality).inc(len(out.windows))
+    if created:
+        request.app.state.metrics.windows.labels(body.modality).inc(len(out.windows))
+    else:
+        response.status_code = status.HTTP_200_OK
     return out
 
 
@@ -191,6 +200,9 @@ def undo_label(label_id: int, request: Request, token: Clinician, body: UndoIn |
         done = state.registry.retract(label, token.id, by)
     except (AlreadyRetracted, PredatesRollback) as error:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+    state.metrics.model_version.labels(row["modality"], row["patient_id"]).set(done.version_after)
+    if done.energy_source is not None:
+        state.metrics.joules.labels("update", done.energy_source).inc(done.joules)
     in_force = state.store.one(
         "SELECT label FROM labels WHERE window_id = ? AND id NOT IN (SELECT label_id FROM retractions)"
         " ORDER BY id DESC LIMIT 1",

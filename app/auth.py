@@ -32,8 +32,8 @@ def bearer_token(request: Request) -> str | None:
 def same_origin(request: Request) -> bool:
     """Whether the request's ``Origin`` (else its ``Referer``'s origin) is the origin it was sent to.
 
-    A request carrying neither, or ``Origin: null``, fails: a browser sends ``Origin`` with every
-    same-origin POST from the page (whose ``Referrer-Policy`` is ``same-origin`` for this reason).
+    A request carrying neither, or ``Origin: null``, fails. Browsers send ``Origin`` with the page's
+    POSTs; for form posts only because the page's ``Referrer-Policy`` is ``same-origin``.
     """
     claimed = request.headers.get("origin")
     if claimed is None:

@@ -96,6 +96,7 @@ def _train_base(parser: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[Command, ...] = (
     Command(("data", "check"), "signals.datafiles:check_data_command", "verify the PhysioNet files"),
     Command(("bench", "qrs"), "bench.qrs:run", "QRS detector against reference beats", _records),
+    Command(("bench", "engines"), "bench.engines:run", "torch vs onnxruntime: latency, install size", _out),
     Command(("energy", "probe"), "app.energy:probe", "average power now, per rail", _energy_probe),
     Command(("serve",), "app.server:serve", "run the daemon", _serve, emits_json=False),
     Command(("token", "create"), "app.server:create_token", "issue a token", _token_create, emits_json=False),

@@ -1,17 +1,25 @@
 """The inference-and-update engine behind each live model.
 
-The daemon talks to a model only through this interface, so the engine that runs it (torch today)
-can change without touching the registry, the routes or the checkpoints, which are engine-neutral
-bytes from ``models.checkpoint``.
+The daemon talks to a model only through this interface, so the engine that runs it can change
+without touching the registry, the routes or the checkpoints, which are engine-neutral bytes
+(``models.archive``): a checkpoint written by one engine loads in the other.
+
+- ``torch``: the ``models.learner.Learner`` run eagerly (needs the ``torch`` extra).
+- ``onnxruntime``: ``models.ort_learner.OrtLearner``, the inference pass and the whole Bio-FO
+  update step as ONNX graphs on plain onnxruntime; it never imports torch.
+
+Each engine's modules are imported only when a model is loaded with it, so a daemon on the
+onnxruntime engine runs on the base install, without torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Protocol
 
 import numpy as np
 
-ENGINES = ("torch",)
+ENGINES = ("torch", "onnxruntime")
 
 
 class UpdateStats(Protocol):
@@ -79,7 +87,61 @@ class TorchEngine:
         return export.to_onnx(self._learner)
 
 
+class OnnxEngine:
+    """A Bio-FO model run by onnxruntime, inference and updates alike."""
+
+    def __init__(self, blob: bytes):
+        from models.ort_learner import OrtLearner
+
+        self._learner = OrtLearner.loads(blob)
+
+    @property
+    def version(self) -> int:
+        return self._learner.version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self._learner.version = int(value)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._learner.classes
+
+    @property
+    def rule(self) -> str:
+        return str(self._learner.spec["rule"])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._learner.predict(x)
+
+    def learn(self, x: np.ndarray, y: np.ndarray) -> UpdateStats:
+        return self._learner.learn(x, y)
+
+    def dumps(self) -> bytes:
+        return self._learner.dumps()
+
+    def to_onnx(self) -> bytes:
+        return self._learner.to_onnx()
+
+
+def default_engine() -> str:
+    """``torch`` where it is installed (the ``torch`` extra), else ``onnxruntime``."""
+    return "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
+
+
+def resolve_engine(engine: str | None) -> str:
+    """The engine to run: the one asked for, or the default; refuses one that cannot run here."""
+    chosen = default_engine() if engine is None else engine
+    if chosen not in ENGINES:
+        raise ValueError(f"unknown engine {chosen!r}; choose one of {ENGINES}")
+    if chosen == "torch" and importlib.util.find_spec("torch") is None:
+        raise ValueError("engine 'torch' needs torch: pip install '.[torch]', or use 'onnxruntime'")
+    return chosen
+
+
 def load_learner(blob: bytes, engine: str) -> Engine:
     if engine == "torch":
         return TorchEngine(blob)
+    if engine == "onnxruntime":
+        return OnnxEngine(blob)
     raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")

@@ -7,11 +7,13 @@ so after a restart the stream continues exactly where the last accepted segment 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from app.energy import Meter
 from app.registry import LiveModel, Registry
 from app.schemas import WindowOut, WindowsIn, WindowsOut
 from app.store import EnergyRecord, Store, WindowRecord
+from signals.ecg_features import MIN_FS as ECG_MIN_FS
 from signals.ecg_features import EcgStream
 from signals.eeg_features import EegStream
 
@@ -28,6 +31,8 @@ UNIT_SCALE = {
     "eeg": {"uV": 1.0, "mV": 1e3, "V": 1e6},
 }
 DEFAULT_UNITS = {"ecg": "mV", "eeg": "uV"}
+# Below this the 0.5-25 Hz bands the EEG features use are not all under Nyquist.
+EEG_MIN_FS = 64.0
 
 
 class SegmentRejected(ValueError):
@@ -36,6 +41,19 @@ class SegmentRejected(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+T = TypeVar("T")
+
+
+def _checked(push: Callable[[], T]) -> T:
+    """Run a feature extractor; a segment it cannot use is the client's error, not the server's."""
+    try:
+        return push()
+    except ValueError as error:
+        message = str(error)
+        field = next((name for name in ("fs", "start", "channels", "r_peaks") if name in message), "samples")
+        raise SegmentRejected(field, message) from error
 
 
 @dataclass(frozen=True)
@@ -70,33 +88,56 @@ class Ingestor:
             )
         if body.modality == "ecg" and n_channels > 2:
             raise SegmentRejected("channels", "ECG segments carry one or two leads")
+        lowest = ECG_MIN_FS if body.modality == "ecg" else EEG_MIN_FS
+        if body.fs < lowest:
+            raise SegmentRejected("fs", f"{body.modality.upper()} needs fs >= {lowest} Hz, got {body.fs}")
         units = body.units or DEFAULT_UNITS[body.modality]
         samples = np.asarray(body.samples, dtype=np.float64) * UNIT_SCALE[body.modality][units]
         if not np.all(np.isfinite(samples)):
             raise SegmentRejected("samples", "samples must be finite numbers")
         return samples
 
-    def ingest(self, body: WindowsIn) -> WindowsOut:
+    def ingest(self, body: WindowsIn) -> tuple[WindowsOut, bool]:
+        """Store and predict a segment; returns the answer and whether it was new.
+
+        A device that retries a segment it already sent (same ``start``, e.g. after a lost response)
+        gets the stored windows back instead of duplicates. A segment starting inside the last
+        accepted one is refused: the stream's time line only moves forward.
+        """
         samples = self.check(body)
         live = self.registry.get_or_fork(body.modality, body.patient_id)
+        duration = samples.shape[1] / body.fs
         with self._lock_for(live.row.id):
-            state = self.store.stream_state(live.row.id)
+            saved = self.store.stream_state(live.row.id) or {}
+            timeline = saved.get("timeline")
+            if timeline is not None:
+                if abs(body.start - timeline["last_start"]) < 1e-9 and abs(duration - timeline["last_duration"]) < 1e-9:
+                    return self._stored(live, body), False
+                if body.start < timeline["next_start"] - 0.5 / body.fs:
+                    raise SegmentRejected(
+                        "start",
+                        f"start {body.start} s falls inside the last accepted segment of this stream, "
+                        f"which ends at {timeline['next_start']} s; segments must move forward in time",
+                    )
+            extractor = saved.get("extractor")
             if body.modality == "ecg":
-                stream = EcgStream.from_state(state) if state else EcgStream()
+                stream = EcgStream.from_state(extractor) if extractor else EcgStream()
                 r_peaks = np.asarray(body.r_peaks, dtype=np.int64) if body.r_peaks is not None else None
-                items = stream.push(samples, body.fs, body.start, r_peaks)
+                items = _checked(lambda: stream.push(samples, body.fs, body.start, r_peaks))
                 ignored: list[str] = []
                 missing: list[str] = []
                 windows = [(b.offset_s, b.context, b.context_r_index, b.features) for b in items]
             else:
-                stream = EegStream.from_state(state) if state else EegStream()
-                pushed = stream.push(samples, body.fs, list(body.channels), body.start)
+                stream = EegStream.from_state(extractor) if extractor else EegStream()
+                pushed = _checked(lambda: stream.push(samples, body.fs, list(body.channels), body.start))
                 ignored, missing = list(pushed.ignored_channels), list(pushed.missing_channels)
                 windows = [(w.offset_s, w.samples, None, w.features) for w in pushed.windows]
             records, energy = self._predict(live, windows)
-            ids = self.store.insert_windows(
-                live.row, body.fs, body.channels, body.start, records, stream.state(), energy
-            )
+            state = {
+                "extractor": stream.state(),
+                "timeline": {"last_start": body.start, "last_duration": duration, "next_start": body.start + duration},
+            }
+            ids = self.store.insert_windows(live.row, body.fs, body.channels, body.start, records, state, energy)
         return WindowsOut(
             windows=[
                 WindowOut(
@@ -108,7 +149,20 @@ class Ingestor:
             ],
             ignored_channels=ignored,
             missing_channels=missing,
+        ), True
+
+    def _stored(self, live: LiveModel, body: WindowsIn) -> WindowsOut:
+        rows = self.store.query(
+            "SELECT w.id, w.offset_s, p.class, p.probabilities, p.model_version FROM windows w"
+            " JOIN predictions p ON p.window_id = w.id WHERE w.model_id = ? AND w.start = ? ORDER BY w.id",
+            (live.row.id, body.start),
         )
+        return WindowsOut(windows=[
+            WindowOut(id=row["id"], modality=body.modality, patient_id=body.patient_id, offset_s=row["offset_s"],
+                      predicted=row["class"], probabilities=json.loads(row["probabilities"]),
+                      model_version=row["model_version"])
+            for row in rows
+        ])
 
     def _predict(
         self, live: LiveModel, windows: list[tuple[float, np.ndarray, int | None, np.ndarray]]

@@ -28,16 +28,16 @@ router = APIRouter(include_in_schema=False)
 PAGE_ROLES = ("clinician", "admin")
 SESSION_SECONDS = 12 * 3600  # one clinical shift
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-# Pages hold patient data: never cached. The API's default "no-referrer" would make the browser send
-# "Origin: null" on the page's own POSTs, which the CSRF check must refuse; "same-origin" sends the
-# real origin to this daemon and still nothing to any other site.
+# Pages hold patient data: never cached. Under the daemon's default "no-referrer" a browser sends
+# "Origin: null" with a form post (sign-in, sign-out), which the CSRF check must refuse;
+# "same-origin" lets it send the real origin to this daemon and still tells other sites nothing.
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 CLASS_TITLES = {
-    "N": "Normal (incl. bundle branch block)",
-    "S": "Supraventricular ectopic",
-    "V": "Ventricular ectopic",
+    "N": "Normal",
+    "S": "SVEB",
+    "V": "VEB",
     "F": "Fusion",
-    "Q": "Paced / unclassifiable",
+    "Q": "Paced / unknown",
     "seizure": "Seizure",
     "background": "Background",
 }

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app.api import router
 from app.base_models import load_bases
 from app.energy import detect_meter
+from app.engine import resolve_engine
 from app.ingest import Ingestor, Limits
 from app.metrics import Metrics
 from app.page import router as page_router
@@ -52,6 +54,8 @@ def ensure_admin(store: Store, settings: Settings) -> str | None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    engine = resolve_engine(settings.engine)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.db)
@@ -59,7 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
         if new_admin is not None and not settings.admin_token:
             print(f"biofo: first start; admin token (shown once): {new_admin}", file=sys.stderr, flush=True)
         meter = detect_meter(settings.energy)
-        registry = Registry(store, load_bases(), meter, settings.checkpoint_every, settings.engine)
+        registry = Registry(store, load_bases(), meter, settings.checkpoint_every, engine)
+        log.info("engine: %s", engine)
         replayed = registry.restore()
         if replayed:
             log.info("replayed %d labels after the newest checkpoints", replayed)
@@ -108,6 +113,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics(request: Request) -> Response:
         return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the offending input back: that can be megabytes of samples,
+        # and NaN cannot be written as JSON at all. Name the field and the rule, nothing more.
+        detail = [
+            {"loc": list(item.get("loc", ())), "msg": str(item.get("msg", "")), "type": str(item.get("type", ""))}
+            for item in error.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:

@@ -12,7 +12,7 @@ class Settings:
     db: Path = Path("biofo.db")
     host: str = "127.0.0.1"
     port: int = 8000
-    engine: str = "torch"
+    engine: str | None = None  # None: torch if installed, else onnxruntime
     admin_token: str | None = None
     checkpoint_every: int = 50
     energy: str | None = None

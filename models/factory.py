@@ -136,7 +136,8 @@ def build_learner(spec: dict[str, Any]) -> Learner:
         if kind == "dense":
             layer: Layer = _build_dense(where, entry, width, init, rng, dtype)
         else:
-            layer = _build_conv(where, entry, width, layers[-1] if layers else None, init, rng, dtype)
+            previous = layers[-1] if layers else None
+            layer = _build_conv(where, entry, width, previous, init, rng, dtype)
         layers.append(layer)
         activations.append(get_activation(entry.get("activation", activation)))
         width = layer.out_features

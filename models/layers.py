@@ -52,7 +52,7 @@ class Layer(Protocol):
 def local_mask(
     in_features: int, out_features: int, receptive_field: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """1-D locally connected: unit j sees ``receptive_field`` consecutive inputs around its position.
+    """1-D locally connected: unit j sees ``receptive_field`` consecutive inputs near its position.
 
     Unit centres are spread evenly over the input; windows at the edges are shifted inwards so
     every unit keeps the full receptive field.
@@ -121,7 +121,9 @@ class Dense:
         mask_spec: dict[str, Any] | None = None,
     ) -> None:
         if mask is not None and mask.shape != weight.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(weight.shape)}")
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} != weight shape {tuple(weight.shape)}"
+            )
         self.weight = weight
         self.bias = bias
         self.mask = mask

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.batch import check_features, check_labels
 from models.cost import Cost
 from models.network import Network
 from models.optim import Optimizer
-from models.rules.base import Rule, StepContext, copy_exact
+from models.rules.base import Rule, StepContext, check_fits, copy_exact
 from models.seeding import generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -58,9 +59,8 @@ class Learner:
         classes: Sequence[str] | None = None,
     ) -> None:
         num_classes = network.num_classes
-        self.classes: tuple[str, ...] = (
-            tuple(str(c) for c in classes) if classes is not None else tuple(map(str, range(num_classes)))
-        )
+        names = classes if classes is not None else range(num_classes)
+        self.classes: tuple[str, ...] = tuple(str(c) for c in names)
         if len(self.classes) != num_classes:
             raise ValueError(f"{len(self.classes)} class names for {num_classes} outputs")
         if len(set(self.classes)) != num_classes:
@@ -77,6 +77,13 @@ class Learner:
     @property
     def version(self) -> int:
         return int(self._version)
+
+    @version.setter
+    def version(self, value: int) -> None:
+        # The daemon restarts the count when it forks a patient's model from a base model.
+        if value < 0:
+            raise ValueError(f"version must be >= 0, got {value}")
+        self._version.fill_(int(value))
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -97,15 +104,7 @@ class Learner:
         }
 
     def _features(self, x: np.ndarray) -> torch.Tensor:
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.network.input_dim:
-            raise ValueError(
-                f"x must have shape (batch, {self.network.input_dim}), got {tuple(x.shape)}"
-            )
-        if x.shape[0] == 0:
-            raise ValueError("x is an empty batch")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("x contains NaN or infinite values")
+        x = check_features(x, self.network.input_dim)
         return self.network.standardise(torch.as_tensor(x, dtype=self.network.dtype))
 
     def predict_detail(self, x: np.ndarray) -> Inference:
@@ -126,11 +125,7 @@ class Learner:
         """One update from a labelled batch (one sample in streaming use); version += 1."""
         start = time.perf_counter()
         h0 = self._features(x)
-        labels = np.asarray(y)
-        if labels.shape != (h0.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"y must be {h0.shape[0]} integer labels, got {labels.dtype} {labels.shape}")
-        if labels.min() < 0 or labels.max() >= self.network.num_classes:
-            raise ValueError(f"labels must be in [0, {self.network.num_classes}), got {labels}")
+        labels = check_labels(y, h0.shape[0], self.network.num_classes)
         cost = Cost()
         cost.touch(h0)
         losses: list[float] = []
@@ -141,6 +136,8 @@ class Learner:
                 self.optimizer.step(update.grads, cost)
                 if update.loss is not None:
                     losses.append(update.loss)
+                # Drop this layer's gradients before the rule computes the next layer's.
+                del update
         self._version.add_(1)
         return LearnStats(
             loss_per_layer=losses,
@@ -171,6 +168,10 @@ class Learner:
                 f"state keys differ: missing {sorted(expected - set(state))}, "
                 f"unexpected {sorted(set(state) - expected)}"
             )
+        # Check everything before copying anything, so a bad state never leaves a half-loaded model.
+        for key, tensor in own.items():
+            check_fits(tensor, state[key], key)
+        check_fits(self._generator.get_state(), state["learner.generator"], "learner.generator")
         rule_state = {k[len("rule.") :]: v for k, v in state.items() if k.startswith("rule.")}
         self.rule.load_state_dict(rule_state)
         for key, tensor in own.items():

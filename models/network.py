@@ -73,10 +73,6 @@ class Network:
     def dtype(self) -> torch.dtype:
         return self.readout.weight.dtype
 
-    def width(self, k: int) -> int:
-        """Width of h_k (k = 0 is the input the first layer sees)."""
-        return self.input_dim + self.extra_inputs if k == 0 else self.layers[k - 1].out_features
-
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.input_mean) / self.input_std
 
@@ -114,7 +110,7 @@ class Network:
         return params
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor that defines the network: trainable, frozen read-out, masks, input scaling."""
+        """Every tensor defining the network: trainable, frozen read-out, masks, input scaling."""
         state = {"input_mean": self.input_mean, "input_std": self.input_std}
         for index, layer in enumerate(self.layers):
             state[f"layers.{index}.weight"] = layer.weight

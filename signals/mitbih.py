@@ -45,17 +45,23 @@ PRIMARY_LEAD = "MLII"
 
 
 @dataclass(frozen=True, eq=False)
-class Record:
-    """One record: signal (leads, samples) in mV and its reference beats (non-beats dropped)."""
+class Annotations:
+    """Reference beats of a record (non-beat annotations dropped) and its flutter episodes."""
+
+    beat_samples: np.ndarray
+    beat_symbols: tuple[str, ...]
+    beat_classes: np.ndarray  # index into AAMI_CLASSES
+    flutter: tuple[tuple[int, int], ...]  # [onset, end] sample pairs of ventricular flutter
+
+
+@dataclass(frozen=True, eq=False)
+class Record(Annotations):
+    """One record: signal (leads, samples) in mV and its reference annotations."""
 
     name: str
     fs: float
     leads: tuple[str, ...]
     signal: np.ndarray
-    beat_samples: np.ndarray
-    beat_symbols: tuple[str, ...]
-    beat_classes: np.ndarray  # index into AAMI_CLASSES
-    flutter: tuple[tuple[int, int], ...]  # [onset, end] sample pairs of ventricular flutter
 
     @property
     def n_samples(self) -> int:
@@ -77,13 +83,9 @@ def record_path(name: str) -> str:
     return str(require("mitdb") / name)
 
 
-def read_record(name: str) -> Record:
-    path = record_path(name)
-    raw = wfdb.rdrecord(path)
-    leads = list(raw.sig_name)
-    order = sorted(range(len(leads)), key=lambda i: leads[i] != PRIMARY_LEAD)
-    signal = np.ascontiguousarray(raw.p_signal[:, order].T, dtype=np.float64)
-    ann = wfdb.rdann(path, "atr")
+def read_annotations(name: str) -> Annotations:
+    """The reference annotations alone (no signal), from the record's ``.atr`` file."""
+    ann = wfdb.rdann(record_path(name), "atr")
     samples, symbols, classes = [], [], []
     flutter: list[tuple[int, int]] = []
     onset: int | None = None
@@ -98,15 +100,28 @@ def read_record(name: str) -> Record:
         elif symbol == "]" and onset is not None:
             flutter.append((onset, int(sample)))
             onset = None
-    return Record(
-        name=name,
-        fs=float(raw.fs),
-        leads=tuple(leads[i] for i in order),
-        signal=signal,
+    return Annotations(
         beat_samples=np.asarray(samples, dtype=np.int64),
         beat_symbols=tuple(symbols),
         beat_classes=np.asarray(classes, dtype=np.int64),
         flutter=tuple(flutter),
+    )
+
+
+def read_record(name: str) -> Record:
+    raw = wfdb.rdrecord(record_path(name))
+    leads = list(raw.sig_name)
+    order = sorted(range(len(leads)), key=lambda i: leads[i] != PRIMARY_LEAD)
+    annotations = read_annotations(name)
+    return Record(
+        beat_samples=annotations.beat_samples,
+        beat_symbols=annotations.beat_symbols,
+        beat_classes=annotations.beat_classes,
+        flutter=annotations.flutter,
+        name=name,
+        fs=float(raw.fs),
+        leads=tuple(leads[i] for i in order),
+        signal=np.ascontiguousarray(raw.p_signal[:, order].T, dtype=np.float64),
     )
 
 

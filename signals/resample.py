@@ -3,7 +3,7 @@
 The ratio ``fs_out / fs_in`` is approximated by a fraction ``up / down`` (denominator at most
 1000), so 128, 250, 257 or 500 Hz devices all reach 360 Hz with one polyphase filter
 (``scipy.signal.resample_poly``). When the fraction is not exact the output runs at
-``fs_in * up / down``; ``effective_rate`` gives that rate so times stay exact.
+``fs_in * up / down`` (``EcgStream`` uses that rate for its times, so they stay exact).
 
 ``StreamResampler`` produces, segment by segment, the same samples ``resample`` produces for the
 whole signal: it keeps just enough input to cover the filter's support and emits an output sample
@@ -26,11 +26,6 @@ def rational_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
         raise ValueError(f"sampling rates must be positive, got {fs_in} and {fs_out}")
     ratio = (Fraction(fs_out) / Fraction(fs_in)).limit_denominator(MAX_DENOMINATOR)
     return ratio.numerator, ratio.denominator
-
-
-def effective_rate(fs_in: float, fs_out: float) -> float:
-    up, down = rational_ratio(fs_in, fs_out)
-    return fs_in * up / down
 
 
 def _lowpass(up: int, down: int) -> np.ndarray:
@@ -71,11 +66,15 @@ class StreamResampler:
         self.buffer_start = 0  # absolute input index of buffer[:, 0]
         self.buffer = np.zeros((n_channels, 0))
         self.next_out = 0  # absolute index of the next output sample to emit
-        h = _lowpass(self.up, self.down)
-        self.half_len = (len(h) - 1) // 2
-        pre_pad = self.down - self.half_len % self.down  # as resample_poly pads
-        self.taps = np.concatenate([np.zeros(pre_pad), h * self.up])
-        self.delay_out = (self.half_len + pre_pad) // self.down
+        self.half_len = 0
+        self.taps = np.ones(1)
+        self.delay_out = 0
+        if not self.passthrough:
+            h = _lowpass(self.up, self.down)
+            self.half_len = (len(h) - 1) // 2
+            pre_pad = self.down - self.half_len % self.down  # as resample_poly pads
+            self.taps = np.concatenate([np.zeros(pre_pad), h * self.up])
+            self.delay_out = (self.half_len + pre_pad) // self.down
 
     @property
     def passthrough(self) -> bool:

@@ -154,11 +154,14 @@ def test_hadolint_passes_both_dockerfiles() -> None:
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
-def test_images_pin_the_torch_of_the_torch_extra() -> None:
+def test_x86_image_pins_the_torch_of_the_torch_extra_and_jetson_has_none() -> None:
     extra = re.search(r'^torch = \["torch==([^"]+)"\]', (REPO / "pyproject.toml").read_text(), re.M)
     assert extra is not None, "pyproject.toml has no torch==X pin in the torch extra"
-    for dockerfile in (X86, JETSON):
-        assert re.findall(r"torch==([\w.+]+)", dockerfile.read_text()) == [extra.group(1)]
+    assert re.findall(r"torch==([\w.+]+)", X86.read_text()) == [extra.group(1)]
+    # The Jetson image runs the onnxruntime engine on the base install: no torch anywhere.
+    jetson = stages(JETSON)
+    assert not any("torch" in args for stage in jetson for args in args_of(stage, "RUN"))
+    assert image_env(jetson[-1], {})["BIOFO_ENGINE"] == "onnxruntime"
 
 
 def test_build_context_holds_everything_the_images_copy() -> None:

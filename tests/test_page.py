@@ -3,7 +3,6 @@ MIT-BIH and CHB-MIT signal, under the daemon's strict CSP."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -111,6 +110,11 @@ def _db(served: Served) -> sqlite3.Connection:
     return connection
 
 
+def _labels_in_force(served: Served, patient: str) -> list[dict]:
+    with served.daemon.client(served.clinician) as client:
+        return client.get("/v1/windows", params={"patient_id": patient, "labeled": True, "limit": 1000}).json()["windows"]
+
+
 def _version(page: Page) -> int:
     return int(page.locator("#model-version").get_attribute("data-version"))
 
@@ -143,7 +147,7 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
     violations: list[str] = []
     console: list[str] = []
     page_errors: list[str] = []
-    context.expose_function("reportCsp", violations.append)
+    context.expose_function("reportCsp", lambda violation: violations.append(violation))
     context.add_init_script(CSP_LISTENER)
     page = context.new_page()
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
@@ -190,12 +194,14 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
     assert [(r["window_id"], r["label"]) for r in rows] == labelled
     assert [r["version_after"] for r in rows] == list(range(start_version + 1, start_version + 6))
 
-    # Zoom by keyboard changes the visible span of both leads, and 0 restores it.
+    # Zoom by keyboard halves the visible span of both leads, and 0 restores it.
+    plots = page.locator("#plots")
+    full = float(plots.get_attribute("data-span"))
     page.keyboard.press("+")
+    assert float(plots.get_attribute("data-span")) == pytest.approx(full / 2, abs=1e-3)
     page.keyboard.press("0")
-    ecg_shot = _shot(page, "ecg-queue.png")
-    (ROOT / "docs").mkdir(exist_ok=True)
-    shutil.copyfile(ecg_shot, ROOT / "docs" / "screenshot-ecg.png")
+    assert float(plots.get_attribute("data-span")) == pytest.approx(full, abs=1e-3)
+    _shot(page, "ecg-queue.png")
 
     # Undo the last label: the label is retracted, the model is rebuilt without it as one new
     # version, and the page goes back to that beat.
@@ -225,9 +231,7 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
     # Timeline: every labelled beat, disagreements listed.
     page.goto(f"{url}/patients/ecg/{ECG_PATIENT}/timeline")
     expect(page.locator("#timeline")).to_have_attribute("data-ready", "true", timeout=20000)
-    with served.daemon.client(served.clinician) as client:
-        listed = client.get("/v1/windows", params={"patient_id": ECG_PATIENT, "modality": "ecg", "labeled": True}).json()
-    disagreements = sum(w["label"] != w["predicted"] for w in listed["windows"])
+    disagreements = sum(w["label"] != w["predicted"] for w in _labels_in_force(served, ECG_PATIENT))
     expect(page.locator("#disagreement-count")).to_have_text(f"({disagreements})")
     _shot(page, "ecg-timeline.png")
 
@@ -253,6 +257,10 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
     _wait_version(page, eeg_version + 2)
     with _db(served) as db:
         assert db.execute("SELECT COUNT(*) FROM retractions WHERE label_id = ?", (eeg_label["id"],)).fetchone()[0] == 1
+    page.goto(f"{url}/patients/eeg/{EEG_PATIENT}/timeline")
+    expect(page.locator("#timeline")).to_have_attribute("data-ready", "true", timeout=20000)
+    expect(page.locator("#timeline-summary")).to_contain_text(f"{len(_labels_in_force(served, EEG_PATIENT))} labelled")
+    _shot(page, "eeg-timeline.png")
 
     # Sign out by keyboard: the cookie is gone and the queue asks for sign-in again.
     page.get_by_role("button", name="Sign out").focus()

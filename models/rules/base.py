@@ -82,10 +82,6 @@ class Prediction:
     macs: int
     macs_full: int  # what the plain forward pass through every layer and the read-out costs
 
-    @property
-    def macs_saved(self) -> int:
-        return self.macs_full - self.macs
-
 
 class Rule(ABC):
     name: ClassVar[str]
@@ -138,12 +134,16 @@ class Rule(ABC):
             copy_exact(tensor, state[key], f"rule.{key}")
 
 
-def copy_exact(target: torch.Tensor, source: torch.Tensor, name: str) -> None:
+def check_fits(target: torch.Tensor, source: torch.Tensor, name: str) -> None:
     if source.shape != target.shape or source.dtype != target.dtype:
         raise ValueError(
             f"{name}: stored {source.dtype} {tuple(source.shape)} does not fit "
             f"{target.dtype} {tuple(target.shape)}"
         )
+
+
+def copy_exact(target: torch.Tensor, source: torch.Tensor, name: str) -> None:
+    check_fits(target, source, name)
     target.copy_(source)
 
 
@@ -200,12 +200,12 @@ def counted_layer_forward(
 
 def counted_forward(network: Network, h0: torch.Tensor, cost: Cost) -> Trace:
     """The full forward pass, keeping every layer's z and h (for rules that wait for the error)."""
-    hs, zs = [h0], []
-    for index in range(network.depth):
-        z, h = counted_layer_forward(network, index, hs[-1], cost)
-        zs.append(z)
-        hs.append(h)
-    return Trace(h=hs, z=zs, logits=counted_readout(network, hs[-1], cost))
+    trace = network.forward(h0)
+    cost.add_macs(h0.shape[0] * network.forward_macs_per_sample())
+    for layer in [*network.layers, network.readout]:
+        cost.touch(layer.weight, layer.bias)
+    cost.touch(*trace.h, *trace.z, trace.logits)
+    return trace
 
 
 def counted_readout(network: Network, h_last: torch.Tensor, cost: Cost) -> torch.Tensor:

@@ -41,14 +41,13 @@ class BP(Rule):
         "optimizer": {"name": "adam", "lr": 1e-4},
     }
 
-    def __init__(self, network: Network, seed: int) -> None:
-        super().__init__(network, seed)
-
     @property
     def options(self) -> dict[str, Any]:
         return {}
 
-    def transport(self, network: Network, target: str, dz: torch.Tensor, cost: Cost) -> torch.Tensor:
+    def transport(
+        self, network: Network, target: str, dz: torch.Tensor, cost: Cost
+    ) -> torch.Tensor:
         """``δh`` below the layer named ``target`` (``"readout"`` or a hidden index): ``Wᵀ δz``."""
         layer = network.readout if target == "readout" else network.layers[int(target)]
         cost.add_macs(dz.shape[0] * layer.macs_per_sample)

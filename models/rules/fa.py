@@ -43,7 +43,9 @@ class FA(BP):
             mask = layer.buffers().get("mask")
             self.fixed[f"feedback.{name}"] = b * mask if mask is not None else b
 
-    def transport(self, network: Network, target: str, dz: torch.Tensor, cost: Cost) -> torch.Tensor:
+    def transport(
+        self, network: Network, target: str, dz: torch.Tensor, cost: Cost
+    ) -> torch.Tensor:
         layer = network.readout if target == "readout" else network.layers[int(target)]
         feedback = self.fixed[f"feedback.{target}"]
         cost.add_macs(dz.shape[0] * layer.macs_per_sample)

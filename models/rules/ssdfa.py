@@ -95,7 +95,9 @@ class SSDFA(DFA):
         for _ in range(self.rank):
             remaining = self.sparse * self.rank - counts.sum()
             pdf = ((target - counts) / remaining).clamp(1e-6, 1.0)
-            chosen = torch.multinomial(pdf / pdf.sum(), self.sparse, replacement=False, generator=rng)
+            chosen = torch.multinomial(
+                pdf / pdf.sum(), self.sparse, replacement=False, generator=rng
+            )
             counts[chosen] += 1.0
             sets.append(chosen)
         return sets

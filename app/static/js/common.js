@@ -114,10 +114,12 @@
   /* A set of uPlot charts that share one x range: drag-zoom on one zooms all; buttons, keys and
      the mouse wheel zoom and pan around the visible centre, clamped to the data. */
   class ZoomGroup {
-    constructor() {
+    /* onChange(min, max) is told every new visible x range. */
+    constructor(onChange) {
       this.plots = [];
       this.full = null;
       this.syncing = false;
+      this.onChange = onChange || (() => {});
     }
 
     setFull(min, max) {
@@ -161,6 +163,7 @@
         if (p !== source || p.scales.x.min !== lo || p.scales.x.max !== hi) p.setScale("x", { min: lo, max: hi });
       });
       this.syncing = false;
+      this.onChange(lo, hi);
     }
 
     zoom(factor, centre) {
@@ -229,11 +232,11 @@
   }
 
   function widthOf(node) {
-    return Math.max(240, Math.floor(node.getBoundingClientRect().width));
+    return Math.max(160, Math.floor(node.getBoundingClientRect().width));
   }
 
-  /* Vertical dashed line at x value `x` across the plotting area, with a caption. */
-  function markLine(u, x, color, caption) {
+  /* Vertical dashed line at x value `x` across the plotting area, with a caption at its top (or bottom). */
+  function markLine(u, x, color, caption, captionAtBottom) {
     if (x < u.scales.x.min || x > u.scales.x.max) return;
     const ctx = u.ctx;
     const px = Math.round(u.valToPos(x, "x", true));
@@ -249,7 +252,8 @@
       ctx.setLineDash([]);
       ctx.fillStyle = color;
       ctx.font = "600 " + 12 * devicePixelRatio + "px system-ui, sans-serif";
-      ctx.fillText(caption, px + 4 * devicePixelRatio, u.bbox.top + 13 * devicePixelRatio);
+      const y = captionAtBottom ? u.bbox.top + u.bbox.height - 4 * devicePixelRatio : u.bbox.top + 13 * devicePixelRatio;
+      ctx.fillText(caption, px + 4 * devicePixelRatio, y);
     }
     ctx.restore();
   }

@@ -28,8 +28,8 @@
     scale: $("eeg-scale"),
     version: $("model-version"),
     accuracy: $("model-accuracy"),
+    labels: $("model-labels"),
     updates: $("model-updates"),
-    pending: $("model-pending"),
     rule: $("model-rule"),
     trend: $("trend"),
     lastUpdate: $("last-update"),
@@ -46,7 +46,8 @@
     newestShown: 0,
     timeline: null, // EEG: all windows in time order, for the probability trace
   };
-  const zoom = new b.ZoomGroup();
+  // The visible span is kept on the plots' element, where a test (or a screen reader's user) can read it.
+  const zoom = new b.ZoomGroup((lo, hi) => { ui.plots.dataset.span = (hi - lo).toFixed(4); });
   let tracePlot = null;
   let trendPlot = null;
 
@@ -154,7 +155,7 @@
     ui.meta.textContent = "Predicted " + d.predicted + " by model v" + d.model_version + " · margin " +
       d.margin.toFixed(3) + " · " + labelText;
     ui.probs.replaceChildren(...Object.entries(d.probabilities).sort((x, y) => y[1] - x[1]).map(([name, p]) =>
-      b.el("span", { class: "prob" + (name === d.predicted ? " top" : ""), text: name + " " + (100 * p).toFixed(1) + " %" })));
+      b.el("span", { class: "prob" + (name === d.predicted ? " prob-top" : ""), text: name + " " + (100 * p).toFixed(1) + " %" })));
     zoom.clear();
     ui.plots.replaceChildren();
     if (modality === "ecg") plotEcg(d);
@@ -187,7 +188,7 @@
     const r = d.marker === null ? Math.floor(n / 2) : d.marker;
     const t = Array.from({ length: n }, (_, i) => (i - r) / fs);
     zoom.setFull(t[0], t[n - 1]);
-    const height = Math.max(170, Math.min(250, Math.floor((window.innerHeight - 420) / 2)));
+    const height = Math.max(170, Math.min(260, Math.floor((window.innerHeight - 350) / 2)));
     d.samples.forEach((row, k) => {
       const box = b.el("div", { class: "lead" }, [b.el("p", { class: "lead-title", text: d.sample_channels[k] })]);
       ui.plots.append(box);
@@ -204,7 +205,7 @@
     // Channel k is drawn around y = -k; one channel's band is `spacing` µV tall.
     const data = [t, ...d.samples.map((row, k) => row.map((v) => v / spacing - k))];
     zoom.setFull(t[0], t[n - 1]);
-    const height = Math.max(300, Math.min(16 * names.length + 60, window.innerHeight - 390));
+    const height = Math.max(260, Math.min(16 * names.length + 60, window.innerHeight - 460));
     const opts = {
       width: b.widthOf(ui.plots),
       height: height,
@@ -238,7 +239,7 @@
     const windows = state.timeline;
     const d = state.detail;
     const duration = d.samples[0].length / d.samples_fs;
-    const x = windows.map((w) => w.offset_s + duration / 2);
+    const x = windows.map((w) => w.offset_s);
     const p = windows.map((w) => w.probabilities[SEIZURE]);
     const labelledSeizure = windows.map((w) => (w.label === SEIZURE ? 1 : null));
     const labelledBackground = windows.map((w) => (w.label && w.label !== SEIZURE ? 0 : null));
@@ -251,11 +252,11 @@
       ctx.fillStyle = "rgba(245, 158, 11, 0.28)";
       ctx.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
       ctx.restore();
-      onsets.forEach((o) => b.markLine(u, o, "#b71c1c", "onset"));
+      onsets.forEach((o) => b.markLine(u, o, "#b71c1c", "onset", true));
     };
     const opts = {
       width: b.widthOf(ui.trace),
-      height: 130,
+      height: 110,
       legend: { show: false },
       cursor: { drag: { x: true, y: false }, points: { show: false } },
       scales: { x: { time: false }, y: { range: [-0.08, 1.08] } },
@@ -285,9 +286,9 @@
     const pq = model.prequential;
     ui.accuracy.textContent = b.percent(pq.accuracy);
     ui.accuracy.title = "n = " + pq.n + " labelled windows";
-    ui.updates.textContent = String(model.updates_applied);
-    ui.pending.textContent = String(model.labels_pending);
-    ui.rule.textContent = "Rule " + model.rule + " · base " + model.base + " · n = " + pq.n;
+    ui.labels.textContent = String(pq.n);
+    ui.updates.textContent = String(model.updates_applied) + (model.labels_pending ? " (+" + model.labels_pending + " queued)" : "");
+    ui.rule.textContent = "Rule " + model.rule + " · forked from " + model.base;
     plotTrend(trend.points);
   }
 
@@ -309,7 +310,7 @@
       scales: { x: { time: false, range: (u, lo, hi) => [Math.max(0, lo - 1), hi + 1] }, y: { range: [0, 1] } },
       axes: [
         { stroke: "#111827", size: 26, font: "10px system-ui, sans-serif", grid: { stroke: "#eef1f5" } },
-        { stroke: "#111827", size: 36, font: "10px system-ui, sans-serif", splits: () => [0, 0.5, 1],
+        { stroke: "#111827", size: 44, font: "10px system-ui, sans-serif", splits: () => [0, 0.5, 1],
           values: (u, s) => s.map((v) => (100 * v).toFixed(0) + "%"), grid: { stroke: "#eef1f5" } },
       ],
       series: [{}, { stroke: "#0b3d91", width: 2, points: { show: points.length < 60, size: 4 } }],

@@ -74,6 +74,22 @@
       series = [{}, scatter("predicted", "#9aa5b4", 5), scatter("label", "#111827", 6), scatter("disagreement", "#b71c1c", 13, "rgba(0,0,0,0)")];
       yScale = { range: [-0.6, classes.length - 0.4] };
       yAxis = { splits: () => classes.map((_, i) => i), values: (u, s) => s.map((v) => classes[v] || ""), size: 40 };
+      // A red stroke joins each wrong prediction to its label.
+      draw = (u) => {
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.strokeStyle = "#b71c1c";
+        ctx.lineWidth = 2 * devicePixelRatio;
+        windows.forEach((w, i) => {
+          if (!isWrong(w) || x[i] < u.scales.x.min || x[i] > u.scales.x.max) return;
+          const px = u.valToPos(x[i], "x", true);
+          ctx.beginPath();
+          ctx.moveTo(px, u.valToPos(data[1][i], "y", true));
+          ctx.lineTo(px, u.valToPos(data[3][i], "y", true));
+          ctx.stroke();
+        });
+        ctx.restore();
+      };
     } else {
       const onsets = b.labelledOnsets(windows, SEIZURE);
       data = [
@@ -86,7 +102,7 @@
         scatter("label", "#111827", 6), scatter("disagreement", "#b71c1c", 13, "rgba(0,0,0,0)")];
       yScale = { range: [-0.1, 1.1] };
       yAxis = { splits: () => [0, 0.5, 1], values: (u, s) => s.map((v) => v.toFixed(1)), size: 40 };
-      draw = (u) => onsets.forEach((o) => b.markLine(u, o, "#b71c1c", "onset"));
+      draw = (u) => onsets.forEach((o) => b.markLine(u, o, "#b71c1c", "onset", true));
     }
     zoom.setFull(x[0], x[x.length - 1] > x[0] ? x[x.length - 1] : x[0] + 1);
     const hooks = zoom.hooks();

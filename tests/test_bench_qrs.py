@@ -1,0 +1,23 @@
+"""``biofo bench qrs`` on two real records."""
+
+from __future__ import annotations
+
+from app.cli import build_parser
+from bench.qrs import run
+
+
+def test_bench_qrs_reports_the_cli_keys() -> None:
+    result = run(records=["100", "208"])
+    assert {"records", "beats", "sensitivity", "ppv"} <= set(result)
+    assert result["records"] == ["100", "208"]
+    assert result["beats"] == 2273 + 2955
+    assert result["sensitivity"] >= 0.99 and result["ppv"] >= 0.99
+    for name in ("100", "208"):
+        figures = result["per_record"][name]
+        assert figures["sensitivity"] >= 0.99 and figures["ppv"] >= 0.99
+    assert result["ec57"]["beats"] < result["beats"]
+
+
+def test_cli_wires_bench_qrs() -> None:
+    args = build_parser().parse_args(["bench", "qrs", "--records", "100", "208", "--json"])
+    assert args._command.target == "bench.qrs:run" and args.records == ["100", "208"] and args.json
