@@ -6,19 +6,21 @@ import json
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from app.auth import requires
 from app.ingest import SegmentRejected
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, UnknownCheckpoint
 from app.schemas import (
     PATIENT_ID,
+    ROW_ID_MAX,
     CheckpointOut,
     CheckpointsOut,
     EnergyOut,
     EnergyRow,
     EnergySummaryOut,
     EnergyTotal,
+    ErrorOut,
     LabelHistory,
     LabelOut,
     LabelsIn,
@@ -43,7 +45,25 @@ from app.schemas import (
 )
 from app.store import LabelRow, Token
 
-router = APIRouter(prefix="/v1")
+def _errors(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the error answers a route can give; all share the ``ErrorOut`` body."""
+    meaning = {
+        400: "The body is not decodable JSON",
+        401: "Missing, unknown or revoked token",
+        403: "The token's role may not do this, or a cookie-borne write came from another origin",
+        404: "No such window, label or model",
+        409: "Conflicts with what is stored",
+        413: "The body is larger than BIOFO_MAX_BODY_BYTES",
+        415: "The body is not application/json",
+        503: "The database cannot take writes (for example a full disk); nothing was written",
+    }
+    return {code: {"model": ErrorOut, "description": meaning[code]} for code in codes}
+
+
+# Every /v1 route needs a token, and any write may meet a database that cannot take it.
+router = APIRouter(prefix="/v1", responses=_errors(401, 403, 503))
+BODY_ERRORS = _errors(400, 413, 415)
+RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 
 Device = Annotated[Token, Depends(requires("device"))]
 Clinician = Annotated[Token, Depends(requires("clinician"))]
@@ -57,7 +77,11 @@ def _unprocessable(field: list[str | int], message: str) -> HTTPException:
     )
 
 
-@router.post("/windows", status_code=status.HTTP_201_CREATED, response_model=WindowsOut)
+@router.post(
+    "/windows", status_code=status.HTTP_201_CREATED, response_model=WindowsOut,
+    responses={200: {"model": WindowsOut, "description": "This segment was accepted before: the stored windows"},
+               **BODY_ERRORS, **_errors(409)},
+)
 def post_windows(body: WindowsIn, request: Request, response: Response, token: Device) -> WindowsOut:
     """Store a segment, cut it into beats (ECG) or windows (EEG) and predict each one.
 
@@ -77,13 +101,22 @@ def post_windows(body: WindowsIn, request: Request, response: Response, token: D
     return out
 
 
-@router.post("/labels", status_code=status.HTTP_202_ACCEPTED, response_model=LabelsOut)
+@router.post("/labels", status_code=status.HTTP_202_ACCEPTED, response_model=LabelsOut,
+             responses={**BODY_ERRORS, **_errors(404)})
 def post_labels(body: LabelsIn, request: Request, token: Clinician) -> LabelsOut:
     """Append labels; they are durable when this returns, and the update worker applies them in order."""
     state = request.app.state
     windows = state.store.windows_by_id([item.window_id for item in body.labels])
     rows = []
+    first_index: dict[int, int] = {}
     for index, item in enumerate(body.labels):
+        # Two labels for one window in one request leave "latest wins" to the order of a list.
+        earlier = first_index.setdefault(item.window_id, index)
+        if earlier != index:
+            raise _unprocessable(
+                ["labels", index, "window_id"],
+                f"window {item.window_id} is already labelled by labels[{earlier}]; one label per window per request",
+            )
         window = windows.get(item.window_id)
         if window is None:
             raise HTTPException(
@@ -113,7 +146,7 @@ def list_windows(
     labeled: bool | None = None,
     order: Literal["uncertainty", "time", "recent"] = "uncertainty",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> QueueOut:
     """The labelling queue: smallest top-1/top-2 margin first by default."""
     rows = request.app.state.store.queue(patient_id, modality, labeled, order, limit, offset)
@@ -128,8 +161,8 @@ def _queue_item(row: dict) -> QueueItem:
     )
 
 
-@router.get("/windows/{window_id}", response_model=WindowDetail)
-def get_window(window_id: int, request: Request, token: Clinician) -> WindowDetail:
+@router.get("/windows/{window_id}", response_model=WindowDetail, responses=_errors(404))
+def get_window(window_id: RowId, request: Request, token: Clinician) -> WindowDetail:
     """One window with its samples (a few seconds of context for ECG beats) and label history."""
     store = request.app.state.store
     row = store.window(window_id)
@@ -165,8 +198,8 @@ def get_window(window_id: int, request: Request, token: Clinician) -> WindowDeta
     )
 
 
-@router.get("/labels/{label_id}", response_model=LabelOut)
-def get_label(label_id: int, request: Request, token: Clinician) -> LabelOut:
+@router.get("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
+def get_label(label_id: RowId, request: Request, token: Clinician) -> LabelOut:
     """One label: whether the model has processed it, the update that learned it, and its retraction."""
     state = request.app.state
     row = state.store.label(label_id)
@@ -186,8 +219,8 @@ def get_label(label_id: int, request: Request, token: Clinician) -> LabelOut:
     )
 
 
-@router.post("/labels/{label_id}/undo", response_model=UndoOut)
-def undo_label(label_id: int, request: Request, token: Clinician, body: UndoIn | None = None) -> UndoOut:
+@router.post("/labels/{label_id}/undo", response_model=UndoOut, responses={**BODY_ERRORS, **_errors(404, 409)})
+def undo_label(label_id: RowId, request: Request, token: Clinician, body: UndoIn | None = None) -> UndoOut:
     """Retract a label. The label row stays (append-only); a retraction row is appended and the model is
     rebuilt without the label: newest checkpoint before it + replay of the later labels, as one new version."""
     state = request.app.state
@@ -253,12 +286,12 @@ def list_models(request: Request, token: Clinician) -> ModelsOut:
     return ModelsOut(models=[model_summary(request, live) for live in request.app.state.registry.all()])
 
 
-@router.get("/models/{modality}/{patient_id}", response_model=ModelOut)
+@router.get("/models/{modality}/{patient_id}", response_model=ModelOut, responses=_errors(404))
 def get_model(modality: Modality, patient_id: str, request: Request, token: Clinician) -> ModelOut:
     return model_summary(request, _live(request, modality, patient_id))
 
 
-@router.get("/models/{modality}/{patient_id}/prequential", response_model=TrendOut)
+@router.get("/models/{modality}/{patient_id}/prequential", response_model=TrendOut, responses=_errors(404))
 def prequential_trend(
     modality: Modality, patient_id: str, request: Request, token: Clinician,
     limit: Annotated[int, Query(ge=1, le=10000)] = 200,
@@ -275,14 +308,15 @@ def prequential_trend(
     return TrendOut(points=points[-limit:])
 
 
-@router.get("/models/{modality}/{patient_id}/checkpoints", response_model=CheckpointsOut)
+@router.get("/models/{modality}/{patient_id}/checkpoints", response_model=CheckpointsOut, responses=_errors(404))
 def list_checkpoints(modality: Modality, patient_id: str, request: Request, token: Clinician) -> CheckpointsOut:
     live = _live(request, modality, patient_id)
     rows = request.app.state.store.checkpoints(live.row.id)
     return CheckpointsOut(checkpoints=[CheckpointOut(**{k: row[k] for k in CheckpointOut.model_fields}) for row in rows])
 
 
-@router.post("/models/{modality}/{patient_id}/rollback", response_model=ModelOut)
+@router.post("/models/{modality}/{patient_id}/rollback", response_model=ModelOut,
+             responses={**BODY_ERRORS, **_errors(404)})
 def rollback(modality: Modality, patient_id: str, body: RollbackIn, request: Request, token: Admin) -> ModelOut:
     """Restore the weights of a checkpointed version as a new version; labels are never deleted."""
     live = _live(request, modality, patient_id)
@@ -294,7 +328,10 @@ def rollback(modality: Modality, patient_id: str, body: RollbackIn, request: Req
     return model_summary(request, live)
 
 
-@router.get("/models/{modality}/{patient_id}/onnx")
+@router.get(
+    "/models/{modality}/{patient_id}/onnx", response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX graph"}, **_errors(404)},
+)
 def export_onnx(modality: Modality, patient_id: str, request: Request, token: Clinician) -> Response:
     """The current model's inference graph, for onnxruntime."""
     live = _live(request, modality, patient_id)
@@ -340,7 +377,7 @@ def energy_summary(request: Request, token: Clinician) -> EnergySummaryOut:
     )
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenOut)
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenOut, responses=BODY_ERRORS)
 def create_token(body: TokenIn, request: Request, token: Admin) -> TokenOut:
     """Issue a token; it is shown once and stored only as a hash."""
     plaintext = request.app.state.store.create_token(body.name, body.role)

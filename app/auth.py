@@ -11,14 +11,19 @@ checked."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.store import Token
 
 SESSION_COOKIE = "biofo_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Declares the scheme in the OpenAPI document (clients and fuzzers learn that every /v1 route needs
+# it); the check itself is ``requires``, which also accepts the page's cookie.
+BEARER = HTTPBearer(auto_error=False, description="A device, clinician or admin token")
 
 
 def bearer_token(request: Request) -> str | None:
@@ -64,7 +69,9 @@ def requires(*roles: str) -> Callable[[Request], Token]:
     """A dependency that admits the given roles, and admin always."""
     allowed = set(roles) | {"admin"}
 
-    def dependency(request: Request) -> Token:
+    def dependency(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> Token:
         presented = token_from_request(request)
         if not presented:
             raise HTTPException(

@@ -103,6 +103,13 @@ COMMANDS: tuple[Command, ...] = (
     Command(("train-base",), "app.train_base:train_base", "train the bundled base models", _train_base,
             emits_json=False),
     Command(("replay",), "app.replay:run", "play a real record into a running daemon", _replay),
+    Command(("bench", "rules"), "bench.rules:run", "every learning rule on one split: accuracy, time, energy",
+            _bench_rules),
+    Command(("bench", "update"), "bench.update:run", "cost of one streaming update vs a forward pass", _out),
+    Command(("eval", "ecg"), "bench.eval_ecg:run", "MIT-BIH protocols (EC57 scoring), label efficiency",
+            _eval_ecg),
+    Command(("eval", "eeg"), "bench.eval_eeg:run", "CHB-MIT per patient: leave-one-seizure-out adaptation",
+            _eval_eeg),
 )
 
 

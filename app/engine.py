@@ -14,7 +14,6 @@ onnxruntime engine runs on the base install, without torch.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Protocol
 
 import numpy as np
@@ -124,19 +123,30 @@ class OnnxEngine:
         return self._learner.to_onnx()
 
 
+def _torch_imports() -> bool:
+    # Imported rather than looked up: a torch that is present but cannot load (a wheel built for
+    # another CUDA, say) must count as absent. Where it loads, the torch engine uses it anyway.
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def default_engine() -> str:
-    """``torch`` where it is installed (the ``torch`` extra), else ``onnxruntime``."""
-    return "torch" if importlib.util.find_spec("torch") is not None else "onnxruntime"
+    """``torch`` where it can be imported (the ``torch`` extra), else ``onnxruntime``."""
+    return "torch" if _torch_imports() else "onnxruntime"
 
 
 def resolve_engine(engine: str | None) -> str:
     """The engine to run: the one asked for, or the default; refuses one that cannot run here."""
-    chosen = default_engine() if engine is None else engine
-    if chosen not in ENGINES:
-        raise ValueError(f"unknown engine {chosen!r}; choose one of {ENGINES}")
-    if chosen == "torch" and importlib.util.find_spec("torch") is None:
+    if engine is None:
+        return default_engine()
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if engine == "torch" and not _torch_imports():
         raise ValueError("engine 'torch' needs torch: pip install '.[torch]', or use 'onnxruntime'")
-    return chosen
+    return engine
 
 
 def load_learner(blob: bytes, engine: str) -> Engine:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Modality = Literal["ecg", "eeg"]
 PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 CHANNEL_NAME = re.compile(r"^[\x20-\x7e]{1,32}$")
+# SQLite integers are signed 64-bit: a larger id cannot name a row, and binding it raises OverflowError.
+ROW_ID_MAX = 2**63 - 1
 
 
 class Strict(BaseModel):
@@ -17,7 +19,8 @@ class Strict(BaseModel):
 
 
 def check_patient_id(value: str) -> str:
-    if not PATIENT_ID.match(value):
+    # fullmatch: with match, "$" also accepts a trailing newline.
+    if not PATIENT_ID.fullmatch(value):
         raise ValueError(
             "patient_id must be 1-64 characters of letters, digits, '_', '-' or '.', starting with a letter or digit"
         )
@@ -25,10 +28,16 @@ def check_patient_id(value: str) -> str:
 
 
 class WindowsIn(Strict):
-    patient_id: str = Field(description="The device's patient identifier")
+    patient_id: str = Field(
+        description="The device's patient identifier",
+        json_schema_extra={"pattern": PATIENT_ID.pattern, "minLength": 1, "maxLength": 64},
+    )
     modality: Modality
     fs: float = Field(gt=0, le=10_000, description="Sampling rate of `samples`, in Hz")
-    channels: list[str] = Field(min_length=1, max_length=64)
+    channels: list[str] = Field(
+        min_length=1, max_length=64,
+        json_schema_extra={"items": {"type": "string", "pattern": CHANNEL_NAME.pattern}},
+    )
     start: float = Field(ge=0, le=10 * 365 * 86400, description="Seconds since the stream began")
     samples: list[list[float]] = Field(min_length=1, description="channels x samples, physical units")
     r_peaks: list[int] | None = Field(default=None, description="ECG R-peak sample indices, optional")
@@ -43,7 +52,7 @@ class WindowsIn(Strict):
     @classmethod
     def _channel_names(cls, channels: list[str]) -> list[str]:
         for name in channels:
-            if not CHANNEL_NAME.match(name):
+            if not CHANNEL_NAME.fullmatch(name):
                 raise ValueError("each channel name must be 1-32 printable ASCII characters")
         return channels
 
@@ -69,6 +78,18 @@ class WindowsIn(Strict):
         return self
 
 
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is, e.g. [\"body\", \"samples\"]")
+    msg: str = Field(description="The rule broken")
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 503 body: the field and the rule broken, as a list, or one sentence."""
+
+    detail: list[ErrorItem] | str
+
+
 class WindowOut(BaseModel):
     id: int
     modality: Modality
@@ -86,7 +107,7 @@ class WindowsOut(BaseModel):
 
 
 class LabelIn(Strict):
-    window_id: int = Field(ge=1)
+    window_id: int = Field(ge=1, le=ROW_ID_MAX)
     label: str = Field(min_length=1, max_length=32)
     labeled_by: str = Field(min_length=1, max_length=64)
 
@@ -233,7 +254,7 @@ class CheckpointsOut(BaseModel):
 
 
 class RollbackIn(Strict):
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=ROW_ID_MAX)
     replay_later_labels: bool = Field(
         default=False,
         description="Re-apply the labels accepted after that version on top of it (true), "

@@ -13,12 +13,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
 
 from app.api import router
 from app.base_models import load_bases
 from app.energy import detect_meter
 from app.engine import resolve_engine
 from app.ingest import Ingestor, Limits
+from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.page import router as page_router
 from app.registry import AppliedUpdate, Registry
@@ -132,16 +134,24 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, error: Exception) -> JSONResponse:
+        # Starlette's Allow names the methods of the first route that matched the path only; GET and
+        # POST /v1/windows are two routes of one resource, and Allow must list both.
+        methods = sorted({
+            method for route in request.app.routes
+            if isinstance(route, Route) and route.path_regex.match(request.scope["path"])
+            for method in route.methods or ()
+        })
+        return JSONResponse({"detail": f"method {request.method} not allowed"}, 405, headers={"Allow": ", ".join(methods)})
+
+    # Added before ``guard``, so it runs inside it: its refusals get the security headers too.
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response: Response = JSONResponse(
-                {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413
-            )
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.url.path in ("/docs", "/redoc"):
@@ -171,6 +181,13 @@ def serve(
 
     settings = Settings.from_env(host=host, port=port, db=db, engine=engine)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A database that cannot be opened for writing (read-only file or filesystem, missing folder) is a
+    # configuration error: say so, naming the file, instead of a traceback from the application's startup.
+    try:
+        Store(settings.db).close()
+    except StoreUnavailable as error:
+        print(f"biofo: cannot start: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that was
     # in place before it started. Making that handler a clean exit turns a completed shutdown (worker
     # stopped, checkpoints written) into exit status 0, which is what supervisors expect.

@@ -110,6 +110,17 @@ def margin_of(probabilities: dict[str, float]) -> float:
     return float(top[0] - (top[1] if len(top) > 1 else 0.0))
 
 
+def _probe_write(connection: sqlite3.Connection) -> None:
+    """Fail now, not at the first label, if the database cannot be written (a read-only file opens
+    and reads fine, and even takes ``BEGIN IMMEDIATE``): rewrite a header field, then roll back."""
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(f"PRAGMA user_version = {version}")  # an int read back from SQLite
+    finally:
+        connection.execute("ROLLBACK")
+
+
 class Store:
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -122,8 +133,9 @@ class Store:
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA foreign_keys=ON")
             migrate(connection)
+            _probe_write(connection)
         except sqlite3.OperationalError as error:
-            raise StoreUnavailable(f"cannot open database {self.path}: {error}") from error
+            raise StoreUnavailable(f"cannot open database {self.path} for writing: {error}") from error
         self.db = sqlite_utils.Database(connection)
         self.conn = connection
 

@@ -138,6 +138,9 @@ def install_sizes(progress: bool) -> dict[str, dict[str, float]]:
             subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
             python = venv / "bin" / "python"
             _pip_install(python, requirements)
+            imports = subprocess.run([str(python), "-c", "import torch"], capture_output=True)
+            if imports.returncode == 0:
+                raise RuntimeError(f"{kind} install without torch pulled torch: {requirements}")
             without = _site_packages_mib(python)
             _pip_install(python, [torch_pin])
             sizes[kind] = {"onnxruntime": without, "torch": _site_packages_mib(python)}

@@ -153,7 +153,11 @@ def _softmax(a: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
+# The rules of the δh_k table; PEPITA, FF and LLS: tests/test_models_pepita_ff_lls.py.
+TABLE_RULES = ("biofo", "bp", "dfa", "drtp", "fa", "sdfa", "ssdfa")
+
+
+@pytest.mark.parametrize("rule", TABLE_RULES)
 def test_each_rule_update_matches_its_equation(rule):
     """The learning-rules table in numpy: ΔW_k = δz_kᵀ h_{k-1}, δz_k = δh_k ⊙ f'(z_k)."""
     activation = "relu" if rule == "biofo" else "tanh"
@@ -320,8 +324,10 @@ def test_biofo_early_exit_reports_macs_saved():
 def test_rules_count_macs_of_what_they_compute(rule):
     learner = tiny(rule, hidden=[5, 4])
     x, y = batch(7, n=3)
-    hidden = 3 * (8 * 5 + 5 * 4)
-    readout = 0 if rule == "biofo" else 3 * 4 * 3  # Bio-FO's read-out is the last head, below
+    inputs = 8 + RULES[rule].extra_inputs(3)  # FF appends the label
+    hidden = 3 * (inputs * 5 + 5 * 4)
+    # Bio-FO's read-out is the last head, below; FF's is its classifier on layer 2 (3 × 4).
+    readout = 0 if rule == "biofo" else 3 * 4 * 3
     forward = outer = hidden + readout
     extra = {
         "bp": 3 * (5 * 4 + 4 * 3),  # transport W_2ᵀ, W_outᵀ
@@ -331,6 +337,11 @@ def test_rules_count_macs_of_what_they_compute(rule):
         "ssdfa": 3 * 3 * (5 + 4),
         "drtp": 0,  # the target selects a row of B_k
         "biofo": 2 * 3 * 3 * (5 + 4),  # head and its transpose, per layer; last head = read-out
+        "pepita": forward + 3 * 8 * 3,  # the second pass and F e
+        "ff": 3 * hidden,  # negative and neutral passes, gradients of the negative samples
+        "lls": 2 * 3 * 3 * (5 + 4),  # Φ_k and Φ_kᵀ (dense layers are not pooled by default)
+        "lls_m": 2 * 3 * 3 * (5 + 4),
+        "lls_mxm": 2 * 3 * 3 * (5 + 4) + 2 * 3 * 3 * 3 * 3,  # and q M, δa Mᵀ, qᵀ δa per layer
     }[rule]
     stats = learner.learn(x, y)
     assert stats.macs == forward + outer + extra

@@ -43,6 +43,28 @@ VARIANTS = {
              "activation": "relu"},
         ],
     },
+    "pepita-masked-conv-momentum": {
+        "rule": "pepita",
+        "hidden": None,
+        "layers": [
+            {"type": "conv1d", "channels": 2, "kernel": 5, "stride": 2, "in_channels": 1},
+            {"type": "dense", "units": 24, "mask": {"kind": "local", "receptive_field": 5}},
+        ],
+        "rule_options": {"keep": 0.5},
+    },
+    "ff-goodness-all-layers": {
+        "rule": "ff",
+        "rule_options": {"prediction": "goodness", "readout_from": 1, "peer_normalization": 0.1},
+    },
+    "lls_mxm-conv-pooled-sine": {
+        "rule": "lls_mxm",
+        "hidden": None,
+        "layers": [
+            {"type": "conv1d", "channels": 3, "kernel": 5, "padding": 2, "in_channels": 1},
+            {"type": "dense", "units": 24},
+        ],
+        "rule_options": {"waveform": "sine", "dense_dim": 8, "label_smoothing": 0.1},
+    },
 }
 
 
