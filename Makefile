@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 # package never needs npm.
 VENDOR := app/static/vendor
 UPLOT := web/node_modules/uplot
+SWAGGER := web/node_modules/swagger-ui-dist
 # The page's browser test drives Debian's Chromium (a browser download by Playwright cannot work here).
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -36,6 +37,8 @@ vendor:
 	mkdir -p $(VENDOR)
 	cp $(UPLOT)/dist/uPlot.iife.min.js $(UPLOT)/dist/uPlot.min.css $(VENDOR)/
 	cp $(UPLOT)/LICENSE $(VENDOR)/uPlot.LICENSE
+	cp $(SWAGGER)/swagger-ui-bundle.js $(SWAGGER)/swagger-ui.css $(VENDOR)/
+	cp $(SWAGGER)/LICENSE $(VENDOR)/swagger-ui.LICENSE
 
 clean:
 	rm -rf $(VENV) build *.egg-info web/node_modules

@@ -8,11 +8,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from app.api import router
@@ -40,12 +41,12 @@ SECURITY_HEADERS = {
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),
 }
-# Swagger UI loads its own inline script; only /docs gets a policy that allows it.
+# Swagger UI (vendored) sets inline styles as it renders; only /docs allows them.
 DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
+DOCS_PAGE = Path(__file__).resolve().parent / "static" / "docs.html"
 
 
 def ensure_admin(store: Store, settings: Settings) -> str | None:
@@ -104,9 +105,15 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Bedside ECG/EEG classification that learns from clinician labels with forward-only updates",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(router)
     app.include_router(page_router)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(DOCS_PAGE, media_type="text/html")
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -154,7 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        if request.url.path in ("/docs", "/redoc"):
+        if request.url.path == "/docs":
             response.headers["Content-Security-Policy"] = DOCS_CSP
         route = request.scope.get("route")
         metrics_state = getattr(request.app.state, "metrics", None)

@@ -94,7 +94,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str, path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_lines(
@@ -114,7 +114,7 @@ def plot_lines(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_scatter(
@@ -131,10 +131,10 @@ def plot_scatter(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -63,7 +63,8 @@ class Graph:
 
     def __init__(self, dtype: torch.dtype) -> None:
         if dtype not in ELEMENT_TYPES:
-            raise ValueError(f"cannot export dtype {dtype}; known: {sorted(map(str, ELEMENT_TYPES))}")
+            known = sorted(map(str, ELEMENT_TYPES))
+            raise ValueError(f"cannot export dtype {dtype}; known: {known}")
         self.dtype = dtype
         self.element_type = ELEMENT_TYPES[dtype]
         self.nodes: list[onnx.NodeProto] = []
@@ -145,7 +146,9 @@ def add_layer(graph: Graph, network: Network, index: int, h: str) -> str:
     return graph.op(ACTIVATION_OPS[name], [z], f"{hint}.h", **attrs)
 
 
-def add_hidden_stack(graph: Graph, network: Network, h0: str, depth: int | None = None) -> list[str]:
+def add_hidden_stack(
+    graph: Graph, network: Network, h0: str, depth: int | None = None
+) -> list[str]:
     """``[h_1, …, h_depth]`` (all hidden layers by default)."""
     hs, h = [], h0
     for index in range(network.depth if depth is None else depth):
@@ -169,8 +172,10 @@ def _biofo(graph: Graph, network: Network, rule: BioFO, h0: str) -> str:
     if rule.early_exit is None and last == network.depth - 1:
         return _readout(graph, network, h0)
     hs = add_hidden_stack(graph, network, h0, last + 1)
-    heads = [add_dense(graph, rule.head(network, k), None, hs[k], f"head.{k}") for k in range(last + 1)]
-    probabilities = [add_softmax(graph, a, f"p.{k}") for k, a in enumerate(heads)]
+    probabilities = []
+    for k in range(last + 1):
+        logits = add_dense(graph, rule.head(network, k), None, hs[k], f"head.{k}")
+        probabilities.append(add_softmax(graph, logits, f"p.{k}"))
     answer = probabilities[-1]
     if rule.early_exit is None:
         return answer
@@ -215,7 +220,9 @@ def _ff(graph: Graph, network: Network, rule: FF, h0: str) -> str:
             x = _length_normalise(graph, add_layer(graph, network, index, x), f"x{index + 1}")
             if rule.feeds_classifier(index):
                 features.append(x)
-        activity = graph.op("Concat", features, "activity", axis=1) if len(features) > 1 else features[0]
+        activity = features[0]
+        if len(features) > 1:
+            activity = graph.op("Concat", features, "activity", axis=1)
         return add_softmax(graph, add_dense(graph, rule.classifier, None, activity, "logits"))
     eye = torch.eye(classes, dtype=dtype)
     passes = [_with_label(graph, h0, shape, eye[c], f"label.{c}") for c in range(classes)]
@@ -229,7 +236,8 @@ def _ff(graph: Graph, network: Network, rule: FF, h0: str) -> str:
             goodness = graph.op("ReduceSum", [square, axes], f"goodness.{index}", keepdims=0)
             score = goodness if score is None else graph.op("Add", [score, goodness], "score")
         x = _length_normalise(graph, h, f"x{index + 1}")
-    per_label = graph.op("Reshape", [score, graph.constant("label_major", [classes, -1])], "per_label")
+    label_major = graph.constant("label_major", [classes, -1])
+    per_label = graph.op("Reshape", [score, label_major], "per_label")
     return add_softmax(graph, graph.op("Transpose", [per_label], "scores", perm=[1, 0]))
 
 

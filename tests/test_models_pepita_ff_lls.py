@@ -200,9 +200,8 @@ def test_ff_step_equals_autograd_of_the_reference_losses():
     negative = wrong_labels(y, 3, torch.Generator().manual_seed(5))
     eye = torch.eye(3, dtype=torch.float64)
     n = len(y)
-    z = torch.cat([
-        torch.cat([x, eye[y]], 1), torch.cat([x, eye[negative]], 1), torch.cat([x, eye[y] * 0 + 1 / 3], 1)
-    ])
+    neutral = torch.full((n, 3), 1 / 3, dtype=torch.float64)
+    z = torch.cat([torch.cat([x, labels], 1) for labels in (eye[y], eye[negative], neutral)])
     z = z / (torch.sqrt(torch.mean(z**2, dim=-1, keepdim=True)) + 1e-8)
     target = torch.cat([torch.ones(n), torch.zeros(n)]).double()
     features = []
@@ -322,7 +321,8 @@ def test_lls_delta_is_autograd_of_the_reference_local_loss(rule):
         channels, length, size = sizes[k]
         latents = F.adaptive_avg_pool1d(out.reshape(len(y), channels, length), size)
         latents = F.normalize(latents.reshape(len(y), -1), dim=1)
-        basis = torch.as_tensor(np.sin(np.linspace(50, 512, 3)[:, None] * np.arange(latents.shape[1])))
+        t = np.arange(latents.shape[1])
+        basis = torch.as_tensor(np.sin(np.linspace(50, 512, 3)[:, None] * t))
         pred = latents @ basis.T
         params = [w, b]
         if rule == "lls_m":

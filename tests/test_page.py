@@ -306,3 +306,18 @@ def test_cookie_writes_need_this_origin(served: Served) -> None:
         assert answer.status_code == 303 and "httponly" in set_cookie and "samesite=strict" in set_cookie
         assert "secure" not in set_cookie
         assert "; secure" in signed_in.headers["set-cookie"].lower()
+
+
+def test_api_docs_render_offline_under_the_csp(served: Served, browser: Browser) -> None:
+    """/docs uses the vendored Swagger UI: no CDN on a closed bedside network."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(served.daemon.url) else None)
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(f"{served.daemon.url}/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)
+    assert page.locator(".opblock").count() >= 10
+    assert page.get_by_text("/v1/windows", exact=True).count() >= 1
+    assert outside == [] and violations == []
+    page.close()

@@ -1,0 +1,86 @@
+"""The benchmark commands on small subsets of the real data: keys of cli.md and sane values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.cli import main
+from bench import eval_ecg, eval_eeg, update
+from bench.rules import RULE_NAMES
+from models.rules import RULES
+
+torch.set_num_threads(1)
+
+RULE_KEYS = {"accuracy", "macro_f1", "train_s", "joules", "energy_source", "peak_mem_mib",
+             "time_to_target_s"}
+
+
+def _fraction(value: object) -> bool:
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("dataset", ["mitbih", "chbmit"])
+def test_bench_rules_quick(dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "rules", "--dataset", dataset, "--quick", "--out", str(tmp_path),
+                 "--json"]) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["dataset"] == dataset
+    expected = [name for name in RULE_NAMES if name in RULES]
+    assert list(result["rules"]) == expected
+    for name, figures in result["rules"].items():
+        assert RULE_KEYS <= set(figures), name
+        assert _fraction(figures["accuracy"]) and _fraction(figures["macro_f1"]), name
+        assert figures["train_s"] > 0 and figures["joules"] > 0 and figures["peak_mem_mib"] > 0
+        assert figures["energy_source"] == result["rules"]["biofo"]["energy_source"]
+        ttt = figures["time_to_target_s"]
+        assert ttt is None or 0 <= ttt <= figures["train_cpu_s"] + 1e-9
+    # BP defines the target, so BP always reaches it.
+    assert result["rules"]["bp"]["time_to_target_s"] is not None
+    assert (tmp_path / f"rules-{dataset}-quick.md").read_text().count("| biofo |") == 1
+    assert (tmp_path / f"rules-{dataset}-quick-accuracy-energy.png").stat().st_size > 0
+
+
+def test_bench_update(tmp_path: Path) -> None:
+    result = update.run(out=str(tmp_path), repeats=10, depths=(2, 5))
+    for name in ("biofo", "bp", "drtp"):
+        figures = result["rules"][name]
+        assert figures["update_over_forward"] > 1.0
+        assert figures["macs_update_over_forward"] > 1.0
+    # Bio-FO's step needs no transport products: fewer MACs than BP's.
+    assert result["rules"]["biofo"]["macs_update"] < result["rules"]["bp"]["macs_update"]
+    memory = result["peak_mem_mib"]
+    assert set(memory) == {"biofo", "bp"} and set(memory["biofo"]) == {2, 5}
+    # Bio-FO's working memory does not grow with depth; BP's does at batch 64.
+    assert memory["biofo"][5] == pytest.approx(memory["biofo"][2], rel=0.01)
+    batch64 = result["peak_mem_mib_batch64"]
+    assert batch64["bp"][5] > batch64["bp"][2]
+
+
+def test_eval_ecg_hybrid_one_record(tmp_path: Path) -> None:
+    result = eval_ecg.run("hybrid", records=["233"], out=str(tmp_path))
+    assert result["protocol"] == "hybrid" and result["records"] == ["233"]
+    for key in ("VEB", "SVEB"):
+        assert set(result[key]) == {"se", "ppv"}
+    assert _fraction(result["accuracy"]) and _fraction(result["macro_f1"])
+    # 233 has hundreds of V beats after minute 5; the adapted fork finds most of them.
+    assert result["VEB"]["se"] > 0.8
+    assert result["labels"] > 300 and result["beats_scored"] > 2000
+    assert set(result["label_curve"]) == {"0", "10", "30", "100", "300"}
+
+
+def test_eval_eeg_one_patient(tmp_path: Path) -> None:
+    result = eval_eeg.run("chb02", out=str(tmp_path), base_steps=150)
+    assert result["patient"] == "chb02"
+    assert result["seizures"] == 3 and 0 <= result["detected"] <= 3
+    assert _fraction(result["window_sensitivity"]) and _fraction(result["postictal_specificity"])
+    assert result["fp_per_24h"] is None
+    latency = result["median_latency_s"]
+    assert latency is None or latency >= 2.0  # a decision exists only at a window's end
