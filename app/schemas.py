@@ -15,7 +15,9 @@ ROW_ID_MAX = 2**63 - 1
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: no coercion, so 0 is not a bool, false is not an int and 3.0 is not an id (an int is
+    # still a float).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 def check_patient_id(value: str) -> str:
@@ -28,6 +30,12 @@ def check_patient_id(value: str) -> str:
 
 
 class WindowsIn(Strict):
+    # A usable one-second single-lead segment: /docs shows it, and API fuzzers start from it.
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "patient_id": "bed-1", "modality": "ecg", "fs": 100.0, "channels": ["MLII"], "start": 0.0,
+        "samples": [[round(0.01 * (i % 25), 2) for i in range(100)]], "units": "mV",
+    }]})
+
     patient_id: str = Field(
         description="The device's patient identifier",
         json_schema_extra={"pattern": PATIENT_ID.pattern, "minLength": 1, "maxLength": 64},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import signal
 import sys
@@ -9,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -188,11 +190,13 @@ def serve(
 
     settings = Settings.from_env(host=host, port=port, db=db, engine=engine)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # A database that cannot be opened for writing (read-only file or filesystem, missing folder) is a
-    # configuration error: say so, naming the file, instead of a traceback from the application's startup.
+    # A database that cannot be opened for writing (read-only file or filesystem, missing folder) or that
+    # another daemon serves is a configuration error: say so, naming the file, instead of a traceback
+    # from the application's startup.
     try:
+        instance = _instance_lock(settings.db)  # held until the process exits
         Store(settings.db).close()
-    except StoreUnavailable as error:
+    except (StoreUnavailable, RuntimeError) as error:
         print(f"biofo: cannot start: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that was
@@ -203,6 +207,27 @@ def serve(
         create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+    instance.close()
+
+
+def _instance_lock(db: Path) -> IO[bytes]:
+    """An exclusive lock beside the database for the life of this daemon.
+
+    Two daemons on one database would each keep their own copy of a patient's model and apply labels
+    the other accepted (or fail on models it forked): the durability invariant holds for one writer
+    only. A supervisor that starts a new daemon while the old one still drains its requests hits this.
+    """
+    path = Path(f"{db}.lock")
+    try:
+        handle = path.open("ab")
+    except OSError as error:
+        raise RuntimeError(f"cannot create {path} beside the database {db}: {error.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"another biofo daemon is serving {db} (it holds {path})") from None
+    return handle
 
 
 def create_token(role: str, name: str, db: str | None = None, progress: bool = False) -> None:

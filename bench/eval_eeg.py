@@ -16,8 +16,11 @@ For each patient P:
 Reported: seizures tested and detected (an alarm anywhere in the ictal crop), window sensitivity
 (ictal windows in alarm), specificity on the post-ictal windows of the after-60 s crop, and the
 latency from the annotated onset to the end of the first alarmed window (when the decision
-exists). No seizure-free recording is staged, so false alarms per 24 h cannot be measured
-(``fp_per_24h`` is null).
+exists). No seizure-free recording is staged here, so ``fp_per_24h`` is null. When the patient's
+continuous recordings are present (the full database under ``BIOFO_DATA``), each file is also
+scored as a stream with SzCORE event scoring (``signals.scoring``: 30 s / 60 s tolerances, any
+overlap, 300 s split, 90 s merge) by a fork that learned the crops of every other record, and
+``fp_per_24h`` is the false alarms over all those hours (``recordings`` per patient).
 """
 
 from __future__ import annotations
@@ -106,25 +109,31 @@ def _order(table: WindowTable, rows: np.ndarray) -> np.ndarray:
     return index[keys]
 
 
+def adapted_fork(
+    blob: bytes, rule: str, table: WindowTable, rows: np.ndarray
+) -> tuple[Any, PostProcessing]:
+    """A fork of the base that learned these windows one label at a time, and the
+    post-processing tuned on its prequential predictions of them."""
+    learner = fork(blob, rule)
+    prequential = np.zeros(len(rows))
+    for i, row in enumerate(rows):
+        x, y = table.X[row : row + 1], table.y[row : row + 1]
+        prequential[i] = learner.predict(x)[0, 1]
+        learner.learn(x, y)
+    if not len(rows):
+        return learner, PostProcessing()
+    return learner, tune(prequential, table.y[rows], _crop_keys(table, rows))
+
+
 def evaluate_patient(
-    table: WindowTable, patient: str, rule: str, base_steps: int
-) -> dict[str, Any]:
-    blob = base_for(table, patient, rule, base_steps)
+    table: WindowTable, patient: str, rule: str, blob: bytes
+) -> list[dict[str, Any]]:
     mine = table.patient == patient
     seizures = list(dict.fromkeys(table.seizure[_order(table, mine)].tolist()))
-    out: dict[str, Any] = {"seizures": []}
+    found = []
     for held in seizures:
-        learner = fork(blob, rule)
         train_rows = _order(table, mine & (table.seizure != held))
-        prequential = np.zeros(len(train_rows))
-        for i, row in enumerate(train_rows):
-            x, y = table.X[row : row + 1], table.y[row : row + 1]
-            prequential[i] = learner.predict(x)[0, 1]
-            learner.learn(x, y)
-        post = (
-            tune(prequential, table.y[train_rows], _crop_keys(table, train_rows))
-            if len(train_rows) else PostProcessing()
-        )
+        learner, post = adapted_fork(blob, rule, table, train_rows)
         test_rows = _order(table, mine & (table.seizure == held))
         p = learner.predict(table.X[test_rows])[:, 1]
         alarm = _crop_alarms(p, _crop_keys(table, test_rows), post)
@@ -133,7 +142,7 @@ def evaluate_patient(
         postictal = (table.crop[test_rows] == "after60") & (y == 0)
         first = np.flatnonzero(alarm & ictal_crop)
         latency = float(table.offset_s[test_rows][first[0]] + EEG_WINDOW_S) if len(first) else None
-        out["seizures"].append({
+        found.append({
             "seizure": int(held),
             "record": str(table.record[test_rows][0]),
             "detected": bool(len(first)),
@@ -146,7 +155,59 @@ def evaluate_patient(
             "consecutive": post.consecutive,
             "training_windows": int(len(train_rows)),
         })
-    return out
+    return found
+
+
+def full_recordings(patient: str) -> list[tuple[Path, Any]]:
+    """The patient's continuous EDFs that are present, with their summary entries (PhysioNet
+    layout ``chbmit/chbNN/chbNN-summary.txt``, or the summary beside the crops)."""
+    from signals.chbmit import read_summary, summary_path
+    from signals.datafiles import chbmit_dir
+
+    for place in (chbmit_dir() / patient, chbmit_dir()):
+        summary = summary_path(patient, place)
+        if summary.exists():
+            entries = read_summary(summary).files
+            return [(place / e.name, e) for e in entries if (place / e.name).exists()]
+    return []
+
+
+def score_recordings(
+    table: WindowTable, patient: str, rule: str, blob: bytes, files: list[tuple[Path, Any]]
+) -> dict[str, Any]:
+    """SzCORE event scores of whole recordings. The fork that scores a file learned the
+    patient's crops of every other record (so a file's own seizures stay unseen)."""
+    from signals.chbmit import edf_duration_s, sample_labels
+    from signals.eeg_features import edf_windows
+    from signals.scoring import event_scores, window_mask
+
+    mine = table.patient == patient
+    detected = seizures = false_positives = 0
+    duration_s = 0.0
+    latencies: list[float] = []
+    for path, entry in files:
+        learner, post = adapted_fork(
+            blob, rule, table, _order(table, mine & (table.record != entry.record))
+        )
+        X, _ = edf_windows(path)
+        alarm = alarms(learner.predict(X)[:, 1], post) if len(X) else np.zeros(0, dtype=bool)
+        length = edf_duration_s(path)
+        reference = sample_labels(entry.seizures, int(round(length)), 1.0).astype(bool)
+        scores = event_scores(reference, window_mask(alarm, EEG_WINDOW_S, 1.0, length), 1.0)
+        seizures += scores.seizures
+        detected += scores.detected
+        false_positives += scores.false_positives
+        duration_s += scores.duration_s
+        latencies += [v for v in scores.latencies_s if v is not None]
+    return {
+        "files": len(files),
+        "hours": duration_s / 3600.0,
+        "seizures": seizures,
+        "detected": detected,
+        "false_positives": false_positives,
+        "fp_per_24h": false_positives / duration_s * 86400.0 if duration_s else None,
+        "median_latency_s": float(np.median(latencies)) if latencies else None,
+    }
 
 
 def _crop_keys(table: WindowTable, rows: np.ndarray) -> np.ndarray:
@@ -184,15 +245,24 @@ def run(
         raise ValueError(f"no staged crops for {patient}; patients with crops: {', '.join(known)}")
     per_patient: dict[str, dict[str, Any]] = {}
     every: list[dict[str, Any]] = []
+    recordings: dict[str, dict[str, Any]] = {}
     for name in tqdm(patients, desc="eval eeg", disable=not progress):
-        found = evaluate_patient(table, name, rule, base_steps)
-        per_patient[name] = {**_summary(found["seizures"]), "per_seizure": found["seizures"]}
-        every += found["seizures"]
+        blob = base_for(table, name, rule, base_steps)
+        found = evaluate_patient(table, name, rule, blob)
+        per_patient[name] = {**_summary(found), "per_seizure": found}
+        every += found
+        files = full_recordings(name)
+        if files:
+            recordings[name] = score_recordings(table, name, rule, blob, files)
+    hours = sum(r["hours"] for r in recordings.values())
     result = {
         "patient": patient,
         "rule": rule,
         **_summary(every),
-        "fp_per_24h": None,
+        "fp_per_24h": (
+            sum(r["false_positives"] for r in recordings.values()) / hours * 24.0 if hours else None
+        ),
+        "recordings": recordings,
         "data": "staged crops (ictal crop + crop 60 s later); no seizure-free recording",
         "anchor": ANCHOR,
         "patients": per_patient,

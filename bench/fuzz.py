@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.local_daemon import ADMIN_TOKEN, LocalDaemon
+from signals.aami import AAMI_CLASSES
 from signals.datafiles import require
+from signals.eeg_features import EEG_CLASSES
 from signals.replay import ecg_reference, ecg_requests, eeg_requests
 
 ROLES = ("none", "device", "clinician", "admin")
@@ -56,9 +58,11 @@ def config(ids: dict[str, list[Any]], probability: float = 0.5) -> str:
     lines = []
     for name, values in ids.items():
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}", ""]
+    lines += ["[dictionaries.classes]", f"values = {json.dumps([*AAMI_CLASSES, *EEG_CLASSES])}", ""]
     lines.append("[parameters]")
-    for parameter, name in (("patient_id", "patients"), ("window_id", "windows"), ("label_id", "labels")):
-        lines.append(f'"path.{parameter}" = {{ dictionary = "{name}", probability = {probability} }}')
+    for key, name in (("path.patient_id", "patients"), ("path.window_id", "windows"), ("path.label_id", "labels"),
+                      ("body.labels[*].window_id", "windows"), ("body.labels[*].label", "classes")):
+        lines.append(f'"{key}" = {{ dictionary = "{name}", probability = {probability} }}')
     return "\n".join(lines) + "\n"
 
 

@@ -104,7 +104,11 @@ class LocalDaemon:
     def __enter__(self) -> LocalDaemon:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Kill the process if it still runs (cleanup after a failure; a clean end is ``stop``)."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(30)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

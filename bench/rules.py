@@ -227,7 +227,9 @@ def run(
     finally:
         meter.close()
 
-    reference = runs["bp"] if "bp" in runs else max(runs.values(), key=lambda r: r.best_val_accuracy)
+    reference = (
+        runs["bp"] if "bp" in runs else max(runs.values(), key=lambda r: r.best_val_accuracy)
+    )
     target = TARGET_OF_BP * reference.best_val_accuracy
     for name, result in results.items():
         result["time_to_target_s"], result["joules_to_target"] = runs[name].to_target(target)
@@ -340,9 +342,9 @@ def _plots(
         f"{dataset}: accuracy vs energy per rule", folder / f"{stem}-accuracy-energy.png",
     )
     report.plot_lines(
-        {name: ([p.train_s for p in run.curve], [p.val_accuracy for p in run.curve])
+        {name: ([p.cpu_s for p in run.curve], [p.val_accuracy for p in run.curve])
          for name, run in runs.items()},
-        "training seconds", "validation accuracy", f"{dataset}: learning curves",
+        "training CPU seconds", "validation accuracy", f"{dataset}: learning curves",
         folder / f"{stem}-curves.png",
         hline=(result["target_val_accuracy"], "common target"),
     )

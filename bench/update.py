@@ -4,7 +4,8 @@ For every rule, a network of the daemon's default shape (the bundled ECG base: 8
 its hidden widths, 5 classes) is timed on a real DS2 beat at batch 1: ``Learner.predict`` (one
 forward pass) and ``Learner.learn`` (one update, which includes its own forward pass), each the
 median of ``REPEATS`` calls after a warm-up, in CPU seconds of the calling thread (one torch
-thread), which other processes on a shared machine do not inflate as they do wall time. ``update_over_forward`` is the ratio of the medians;
+thread), which other processes on a shared machine do not inflate as they do wall time.
+``update_over_forward`` is the ratio of the medians;
 ``macs_update_over_forward`` the same ratio in counted multiply-accumulates (``models.cost``),
 which does not depend on the machine's load.
 
@@ -88,7 +89,8 @@ def run(
             for depth in depths:
                 learner = build_learner({**common, "hidden": [256] * depth, "rule": name})
                 learner.learn(xb, yb)
-                memory[batch][name][depth] = peak_tensor_bytes(lambda: learner.learn(xb, yb))[1] / MIB
+                peak = peak_tensor_bytes(lambda: learner.learn(xb, yb))[1]
+                memory[batch][name][depth] = peak / MIB
     result = {
         "model": {"hidden": hidden, "input_dim": common["input_dim"], "classes": common["classes"]},
         "rules": rules,

@@ -15,7 +15,8 @@ The nodes spell out, op for op, what the torch code computes (simultaneous sched
   ``L_k = −mean log_softmax(a_k)[y]``, ``δa_k = (exp(log_softmax(a_k)) − onehot(y)) / batch``,
   ``δz_k = (δa_k B_k) ⊙ 1[z_k > 0]``;
 - gradients (``Dense.grads``): ``∇W_k = S_k ⊙ (δz_kᵀ h_{k-1})``, ``∇b_k = Σ_batch δz_k``;
-- the optimizer (``Adam._update`` / ``SGD._update``), per parameter with its own step count.
+- the optimizer (``Adam._update`` / ``SGD._update``; Adam in Kingma & Ba's equivalent form with
+  the bias corrections folded into two scalars, see ``_adam_scalars``).
 
 Every layer's update uses the weights from before the step (in the torch rule layer k+1 runs
 forward on layer k's output computed before layer k's update is applied), so computing them all
@@ -26,6 +27,13 @@ Only what the daemon runs is supported: dense ReLU layers (masks allowed), Bio-F
 simultaneous schedule without early exit, Gaussian or ternary heads, Adam or SGD, float32.
 ``plan_for`` refuses anything else with the reason, and also refuses rule or optimizer options it
 does not know, so an option added to the torch code cannot be silently ignored here.
+
+Why built from the spec and not traced from the torch rule: a traced graph needs torch where it
+is made, so it would have to travel inside or beside every checkpoint, and a checkpoint written
+by the torch engine (or a base model trained before) would not carry it. The spec and the state
+arrays are all a checkpoint has, and all this needs. What keeps the two definitions together is
+checked, not assumed: the option sets are compared with the torch rule's and optimizers', and
+1000 consecutive real updates must end within 1e-4 of torch (tests/test_engine_onnxruntime.py).
 """
 
 from __future__ import annotations
@@ -37,9 +45,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# Opset 17 and IR 8 load in every onnxruntime since 1.14, including the JetPack 6 pin.
-OPSET = 17
-IR_VERSION = 8
+# As models.export: loadable by the older onnxruntime builds found on Jetson boards.
+OPSET = 13
+IR_VERSION = 7
 
 FEATURES = "x"
 LABELS = "y"

@@ -165,10 +165,10 @@ class OrtLearner:
         binding, target = self._bindings[self._next]
         binding.bind_cpu_input(FEATURES, features)
         binding.bind_cpu_input(LABELS, labels)
-        # Unallocated, so that onnxruntime sizes it for this batch.
-        binding.bind_output(PROBABILITIES, "cpu")
+        probabilities = np.empty((features.shape[0], self.plan.num_classes), dtype=np.float32)
+        binding.bind_output(PROBABILITIES, "cpu", 0, probabilities.dtype,
+                            list(probabilities.shape), probabilities.ctypes.data)
         self._update.run_with_iobinding(binding)
-        probabilities = binding.get_outputs()[-1].numpy()
         self._state.update(target)
         self._next = 1 - self._next
         self.version = self.version + 1
@@ -180,9 +180,12 @@ class OrtLearner:
         )
 
     def to_onnx(self) -> bytes:
-        """The inference graph, current weights as initializers: ``x`` -> ``probabilities``."""
+        """The inference graph, current weights as initializers: ``x`` -> ``probabilities``,
+        with the metadata ``models.export`` writes (classes, rule, version)."""
         model = inference_model(self.plan, self._state)
-        onnx.helper.set_model_props(
-            model, {"classes": json.dumps(list(self.classes)), "version": str(self.version)}
-        )
+        onnx.helper.set_model_props(model, {
+            "classes": json.dumps(list(self.classes)),
+            "rule": str(self.spec["rule"]),
+            "version": str(self.version),
+        })
         return model.SerializeToString()

@@ -1,6 +1,6 @@
 """The daemon on the onnxruntime engine, in a process that checks torch is never imported.
 
-    python -m tests.daemon_without_torch learn|restart DB [--block-torch]   (from the repository root)
+    python -m tests.daemon_without_torch learn|restart DB [--block-torch]    # from the repository
 
 Runs the daemon's own app (``app.server.create_app``, lifespan, update worker) in-process through
 Starlette's test client and replays a real MIT-BIH record into it with the reference labels:

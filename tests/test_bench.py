@@ -84,3 +84,19 @@ def test_eval_eeg_one_patient(tmp_path: Path) -> None:
     assert result["fp_per_24h"] is None
     latency = result["median_latency_s"]
     assert latency is None or latency >= 2.0  # a decision exists only at a window's end
+
+
+def test_eeg_recording_scoring_on_a_real_crop() -> None:
+    """The continuous-recording path (SzCORE events, FP per 24 h) on a real EDF: a seizure crop
+    of chb02 stands in for a recording whose seizure spans the whole file."""
+    from bench.datasets import crop_windows
+    from signals.chbmit import SummaryFile, read_crops
+
+    row = next(r for r in read_crops() if r.patient == "chb02")
+    entry = SummaryFile(f"{row.record}.edf", None, None, row.ictal_intervals("seizure"), ())
+    table = crop_windows()
+    blob = eval_eeg.base_for(table, "chb02", "biofo", 150)
+    scores = eval_eeg.score_recordings(table, "chb02", "biofo", blob, [(row.seizure_file, entry)])
+    assert scores["files"] == 1 and scores["seizures"] == 1
+    assert scores["hours"] == pytest.approx(row.seizure_s / 3600.0, rel=0.01)
+    assert scores["detected"] in (0, 1) and scores["fp_per_24h"] >= 0.0

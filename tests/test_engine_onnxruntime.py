@@ -83,7 +83,8 @@ def test_1000_real_updates_match_torch(beats_208, ecg_base) -> None:
         assert int(state[name]) == int(reference.state_dict()[name])
     following = X[PARITY_UPDATES:]
     assert len(following) > 1900
-    agree = np.mean(reference.predict(following).argmax(1) == candidate.predict(following).argmax(1))
+    torch_classes = reference.predict(following).argmax(1)
+    agree = np.mean(candidate.predict(following).argmax(1) == torch_classes)
     assert agree >= 0.999, agree
 
 
@@ -92,7 +93,8 @@ def test_1000_real_updates_match_torch(beats_208, ecg_base) -> None:
     [
         # masked layers, shared ternary head, SGD with Nesterov momentum and weight decay
         {"layers": [{"type": "dense", "units": 48, "mask": {"kind": "random", "density": 0.3}},
-                    {"type": "dense", "units": 48, "mask": {"kind": "local", "receptive_field": 9}}],
+                    {"type": "dense", "units": 48,
+                     "mask": {"kind": "local", "receptive_field": 9}}],
          "rule_options": {"head": "ternary"},
          "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "nesterov": True,
                        "weight_decay": 1e-4}},
@@ -127,7 +129,8 @@ def test_checkpoints_load_in_either_engine(beats_208, ecg_base) -> None:
     got = from_torch.state_dict()
     assert expected.keys() == got.keys()
     for name in expected:
-        assert np.array_equal(expected[name], got[name]) and expected[name].dtype == got[name].dtype, name
+        assert expected[name].dtype == got[name].dtype, name
+        assert np.array_equal(expected[name], got[name]), name
     # onnxruntime -> torch, through the daemon's engine interface: bit for bit again, and both
     # go on learning the same.
     ort_engine = load_learner(checkpoint.dumps(torch_learner), "onnxruntime")
@@ -155,7 +158,8 @@ def test_onnx_export_is_the_current_model(beats_208, ecg_base) -> None:
     # The same graph; with the weights as constants onnxruntime may pick other kernels (an ulp).
     assert np.allclose(exported, engine.predict(X[10:74]), rtol=1e-5, atol=1e-7)
     props = session.get_modelmeta().custom_metadata_map
-    assert json.loads(props["classes"]) == list(AAMI_CLASSES) and props["version"] == "10"
+    assert json.loads(props["classes"]) == list(AAMI_CLASSES)
+    assert (props["rule"], props["version"]) == ("biofo", "10")
 
 
 def test_specs_it_cannot_run_are_refused_with_the_reason(beats_208) -> None:
@@ -181,7 +185,7 @@ def test_specs_it_cannot_run_are_refused_with_the_reason(beats_208) -> None:
             load_learner(blob, "onnxruntime")
 
 
-def test_graphs_know_every_option_of_the_torch_rule_and_optimizers(beats_208) -> None:
+def test_graphs_know_every_option_of_the_torch_rule_and_optimizers() -> None:
     """An option added to the torch code must be handled (or refused) here, never ignored."""
     spec = build_learner({"input_dim": 4, "classes": ["a", "b"], "hidden": [8]}).spec
     assert set(spec["rule_options"]) == RULE_OPTIONS
@@ -223,7 +227,8 @@ def test_daemon_learns_checkpoints_and_replays_without_torch(tmp_path) -> None:
     # The crash left labels after the newest checkpoint: the restart must replay them.
     assert 0 < newest_checkpoint < learned["applied_seq"]
     # torch installed but the engine asked for: it must still never be imported.
-    restarted = _run_daemon("restart", db, {**env, "BIOFO_ENGINE": "onnxruntime"}, block_torch=False)
+    env["BIOFO_ENGINE"] = "onnxruntime"
+    restarted = _run_daemon("restart", db, env, block_torch=False)
     assert restarted["engine"] == "onnxruntime" and not restarted["torch_imported"]
     # Restore + replay reproduced the crashed process's model bit for bit (its exported weights).
     assert restarted["restored_version"] == learned["version"]

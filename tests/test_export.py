@@ -111,10 +111,11 @@ def test_export_on_real_chbmit_windows(windows, rule, shape):
 
 def test_biofo_early_exit_and_greedy_schedule_export(beats):
     X, _ = beats
+    # Unit-variance heads (the reference's) are confident early, so samples leave at every layer.
     early = trained(beats, AAMI_CLASSES, "biofo", steps=60, hidden=[32, 32, 32],
-                    rule_options={"early_exit": 0.95})
-    exits = early.predict_detail(X).exit_layer
-    assert len(set(exits.tolist())) == 3  # samples leave at every layer, so every branch counts
+                    rule_options={"early_exit": 0.8, "head_scale": 1.0})
+    exits = np.bincount(early.predict_detail(X).exit_layer, minlength=4)
+    assert np.all(exits[1:] > 100), exits
     assert_parity(early, X)
     greedy = trained(beats, AAMI_CLASSES, "biofo", steps=45, hidden=[32, 32, 32],
                      rule_options={"schedule": "greedy", "greedy_steps": 20, "head": "ternary"})

@@ -163,8 +163,8 @@ def test_hand_checked_ff_goodness_gradient():
     h = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)  # one positive, one negative
     dh, loss = learner.rule.goodness_grad(0, h, positive=1)
     # s = G - n = [5 - 2, 1 - 2]; ∂L/∂h = (σ(s) - t)/2 · 2h
-    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    assert dh.flatten().tolist() == pytest.approx([sig(3) - 1, 2 * (sig(3) - 1), 0.0, sig(-1)])
+    s_pos, s_neg = 1 / (1 + math.exp(-3)), 1 / (1 + math.exp(1))
+    assert dh.flatten().tolist() == pytest.approx([s_pos - 1, 2 * (s_pos - 1), 0.0, s_neg])
     assert loss == pytest.approx((math.log(1 + math.exp(-3)) + math.log(1 + math.exp(-1))) / 2)
 
     peer = tiny("ff", hidden=[2], rule_options={"peer_normalization": 0.5})
@@ -305,7 +305,12 @@ def test_lls_delta_is_autograd_of_the_reference_local_loss(rule):
                "waveform": "sine"}
     learner = tiny(rule, layers=LLS_LAYERS, rule_options=options)
     x, y = batch(5)
-    mine, losses, _ = rule_grads(learner, x, y)
+    mine, losses, cost = rule_grads(learner, x, y)
+    # Per sample: forward and weight gradients of conv 72, dense 168 and 35, read-out 15; pooling
+    # and its transpose over 24, 9 and 7 (input, bin) pairs; Φ and Φᵀ of 3 × (12, 3, 3); for
+    # LLS-MxM q M, δa Mᵀ and qᵀ δa (3 × 9) per layer.
+    per_sample = 2 * 290 + 2 * (24 + 9 + 7) + 2 * 3 * (12 + 3 + 3)
+    assert cost.macs == 6 * (per_sample + (3 * 3 * 9 if rule == "lls_mxm" else 0))
     net, rule_ = learner.network, learner.rule
     h = net.standardise(x)
     sizes = [(3, 8, 4), (1, 7, 3), (1, 5, 3)]  # channels, length, pooled size

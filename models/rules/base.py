@@ -28,25 +28,26 @@ inference engine that is not torch never needs torch's random generator to rebui
 Other hooks, with defaults that fit most rules:
 
 - ``predict(network, h0) -> Prediction``: softmax of the read-out. Bio-FO overrides it for early
-  exit and for the greedy schedule (prediction from the head of the layer being trained).
+  exit and for the greedy schedule (prediction from the head of the layer being trained), FF to
+  predict through its own classifier. ``models.export`` writes each of these as an ONNX graph.
 - ``parameters()``: trainable tensors the rule owns, by short name; the optimizer knows them as
   ``"rule.<name>"``, which is also the name an ``Update`` uses for them.
 - ``extra_inputs(num_classes)``: inputs the first layer needs besides the features.
 - ``counters``: int64 tensors the rule advances while learning (e.g. a schedule position).
 
-How the rules still to come fit:
+How PEPITA, FF and LLS use these hooks:
 
-- PEPITA: ``__init__`` draws ``F`` (``d_in × C``) into ``fixed``; ``updates`` runs the two forward
-  passes with ``network.layer_forward`` (dropout masks from ``ctx.generator``, reused in pass 2),
-  yields ``(h_k − h_k^mod) ⊗ h_{k-1}^mod`` per layer and the read-out's ``e^mod ⊗ h_L^mod``.
-- FF: ``extra_inputs`` returns C so the first layer sees ``[features, label embedding]``;
-  ``updates`` builds positive/negative inputs (negative labels from ``ctx.generator``), walks the
-  layers with length-normalised, detached inputs and yields each layer's goodness-loss gradient
-  (autograd inside the layer is allowed); its linear classifier on the activities is a rule-owned
-  parameter in ``parameters()``, and ``predict`` is overridden to use it.
-- LLS: ``__init__`` stores the fixed periodic basis ``Φ_k`` per layer in ``fixed`` (or computes it
-  on the fly); ``updates`` is Bio-FO's walk with ``Φ_k·norm(pool(h_k))/T`` as the local head;
-  LLS-M / LLS-MxM's learnable ``m`` / ``M`` are rule-owned ``parameters()``.
+- PEPITA (``pepita.py``): ``F`` (``d_in × C``) lives in ``fixed``; ``updates`` runs the two
+  forward passes with dropout masks from ``ctx.generator`` shared by both, and yields
+  ``(h_k − h_k^mod) ⊗ h_{k-1}^mod`` per layer as soon as pass 2 has passed it, then the
+  read-out's ``e^mod ⊗ h_L^mod``.
+- FF (``ff.py``): ``extra_inputs`` returns C, so the first layer sees ``[features, label]``;
+  negative labels come from ``ctx.generator``; each layer's goodness-loss gradient is written out;
+  the linear classifier on the activities is a rule-owned parameter, its per-layer running means
+  are extra ``state_dict`` entries, and ``predict`` is overridden to use the classifier.
+- LLS (``lls.py``): the periodic bases ``Φ_k`` live in ``fixed``; ``updates`` is Bio-FO's walk with
+  ``Φ_k·norm(pool(h_k))/T`` as the local head; LLS-M / LLS-MxM's ``m`` / ``M`` are rule-owned
+  ``parameters()``.
 """
 
 from __future__ import annotations

@@ -38,16 +38,17 @@ classifier forward and gradient 2·C·Σ n_k. Prediction: H + C·Σ n_k (read-ou
 Memory: one layer's three activations at a time, plus the neutral activities that feed the
 classifier.
 
-Defaults: ReLU; He-uniform weights and zero biases (loeweX draws N(0, 1/n_out), the same scale
-for its square layers; He keeps the initial goodness near the threshold n for any shape);
+Defaults: ReLU; He-uniform weights and zero biases (loeweX draws N(0, 1/n_out): half He's
+variance for its square layers; with unit-RMS inputs He puts the initial goodness at the
+threshold n whatever the layer shapes);
 ``readout_from`` 2 (loeweX skips the first layer; 1 for a single-layer network); λ = 0.03,
 μ = 0.9 (loeweX). Optimizer: Adam, lr 1e-3. loeweX uses SGD with momentum 0.9, lr 1e-3 and weight
 decay 3e-4 for the layers, lr 1e-2 for the classifier (one optimizer here has one rate). On real
 MIT-BIH beats that SGD fits batches (training cross-entropy −90% in 300 batches of 32) but learns
 poorly from single labels (record 208, 600 labels: held-out cross-entropy 1.79, accuracy 0.73).
 With Adam, streaming over records 208, 213, 233 and 200 (256×256, 600 labels each) gave held-out
-cross-entropy 0.15 and balanced accuracy 0.76 at lr 1e-3, 0.18 and 0.78 at 3e-4 (two seeds
-each, within ±0.01); 1e-3 also fits batches faster (−91% against −77%), so it is the default.
+cross-entropy 0.15 and balanced accuracy 0.76 at lr 1e-3, 0.18 and 0.78 at 3e-4 (two seeds,
+agreeing to about 0.01); 1e-3 also fits batches faster (−91% against −77%): the default.
 """
 
 from __future__ import annotations

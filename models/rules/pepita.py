@@ -86,8 +86,6 @@ class PEPITA(Rule):
             raise ValueError(f"pepita keep must be in (0, 1], got {keep}")
         if feedback_scale <= 0:
             raise ValueError(f"pepita feedback_scale must be positive, got {feedback_scale}")
-        if network.extra_inputs:
-            raise ValueError("pepita modulates the features alone; the network has extra inputs")
         self.keep = float(keep)
         self.feedback_scale = float(feedback_scale)
         bound = self.feedback_scale * math.sqrt(6.0 / network.input_dim)
