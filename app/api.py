@@ -45,7 +45,7 @@ from app.schemas import (
 )
 from app.store import LabelRow, Token
 
-def _errors(*codes: int) -> dict[int | str, dict]:
+def error_responses(*codes: int) -> dict[int | str, dict]:
     """OpenAPI entries for the error answers a route can give; all share the ``ErrorOut`` body."""
     meaning = {
         400: "The body is not decodable JSON",
@@ -61,8 +61,8 @@ def _errors(*codes: int) -> dict[int | str, dict]:
 
 
 # Every /v1 route needs a token, and any write may meet a database that cannot take it.
-router = APIRouter(prefix="/v1", responses=_errors(401, 403, 503))
-BODY_ERRORS = _errors(400, 413, 415)
+router = APIRouter(prefix="/v1", responses=error_responses(401, 403, 503))
+BODY_ERRORS = error_responses(400, 413, 415)
 RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 
 Device = Annotated[Token, Depends(requires("device"))]
@@ -80,7 +80,7 @@ def _unprocessable(field: list[str | int], message: str) -> HTTPException:
 @router.post(
     "/windows", status_code=status.HTTP_201_CREATED, response_model=WindowsOut,
     responses={200: {"model": WindowsOut, "description": "This segment was accepted before: the stored windows"},
-               **BODY_ERRORS, **_errors(409)},
+               **BODY_ERRORS, **error_responses(409)},
 )
 def post_windows(body: WindowsIn, request: Request, response: Response, token: Device) -> WindowsOut:
     """Store a segment, cut it into beats (ECG) or windows (EEG) and predict each one.
@@ -102,7 +102,7 @@ def post_windows(body: WindowsIn, request: Request, response: Response, token: D
 
 
 @router.post("/labels", status_code=status.HTTP_202_ACCEPTED, response_model=LabelsOut,
-             responses={**BODY_ERRORS, **_errors(404)})
+             responses={**BODY_ERRORS, **error_responses(404)})
 def post_labels(body: LabelsIn, request: Request, token: Clinician) -> LabelsOut:
     """Append labels; they are durable when this returns, and the update worker applies them in order."""
     state = request.app.state
@@ -161,7 +161,7 @@ def _queue_item(row: dict) -> QueueItem:
     )
 
 
-@router.get("/windows/{window_id}", response_model=WindowDetail, responses=_errors(404))
+@router.get("/windows/{window_id}", response_model=WindowDetail, responses=error_responses(404))
 def get_window(window_id: RowId, request: Request, token: Clinician) -> WindowDetail:
     """One window with its samples (a few seconds of context for ECG beats) and label history."""
     store = request.app.state.store
@@ -198,7 +198,7 @@ def get_window(window_id: RowId, request: Request, token: Clinician) -> WindowDe
     )
 
 
-@router.get("/labels/{label_id}", response_model=LabelOut, responses=_errors(404))
+@router.get("/labels/{label_id}", response_model=LabelOut, responses=error_responses(404))
 def get_label(label_id: RowId, request: Request, token: Clinician) -> LabelOut:
     """One label: whether the model has processed it, the update that learned it, and its retraction."""
     state = request.app.state
@@ -219,7 +219,7 @@ def get_label(label_id: RowId, request: Request, token: Clinician) -> LabelOut:
     )
 
 
-@router.post("/labels/{label_id}/undo", response_model=UndoOut, responses={**BODY_ERRORS, **_errors(404, 409)})
+@router.post("/labels/{label_id}/undo", response_model=UndoOut, responses={**BODY_ERRORS, **error_responses(404, 409)})
 def undo_label(label_id: RowId, request: Request, token: Clinician, body: UndoIn | None = None) -> UndoOut:
     """Retract a label. The label row stays (append-only); a retraction row is appended and the model is
     rebuilt without the label: newest checkpoint before it + replay of the later labels, as one new version."""
@@ -286,12 +286,12 @@ def list_models(request: Request, token: Clinician) -> ModelsOut:
     return ModelsOut(models=[model_summary(request, live) for live in request.app.state.registry.all()])
 
 
-@router.get("/models/{modality}/{patient_id}", response_model=ModelOut, responses=_errors(404))
+@router.get("/models/{modality}/{patient_id}", response_model=ModelOut, responses=error_responses(404))
 def get_model(modality: Modality, patient_id: str, request: Request, token: Clinician) -> ModelOut:
     return model_summary(request, _live(request, modality, patient_id))
 
 
-@router.get("/models/{modality}/{patient_id}/prequential", response_model=TrendOut, responses=_errors(404))
+@router.get("/models/{modality}/{patient_id}/prequential", response_model=TrendOut, responses=error_responses(404))
 def prequential_trend(
     modality: Modality, patient_id: str, request: Request, token: Clinician,
     limit: Annotated[int, Query(ge=1, le=10000)] = 200,
@@ -308,7 +308,7 @@ def prequential_trend(
     return TrendOut(points=points[-limit:])
 
 
-@router.get("/models/{modality}/{patient_id}/checkpoints", response_model=CheckpointsOut, responses=_errors(404))
+@router.get("/models/{modality}/{patient_id}/checkpoints", response_model=CheckpointsOut, responses=error_responses(404))
 def list_checkpoints(modality: Modality, patient_id: str, request: Request, token: Clinician) -> CheckpointsOut:
     live = _live(request, modality, patient_id)
     rows = request.app.state.store.checkpoints(live.row.id)
@@ -316,7 +316,7 @@ def list_checkpoints(modality: Modality, patient_id: str, request: Request, toke
 
 
 @router.post("/models/{modality}/{patient_id}/rollback", response_model=ModelOut,
-             responses={**BODY_ERRORS, **_errors(404)})
+             responses={**BODY_ERRORS, **error_responses(404)})
 def rollback(modality: Modality, patient_id: str, body: RollbackIn, request: Request, token: Admin) -> ModelOut:
     """Restore the weights of a checkpointed version as a new version; labels are never deleted."""
     live = _live(request, modality, patient_id)
@@ -330,7 +330,7 @@ def rollback(modality: Modality, patient_id: str, body: RollbackIn, request: Req
 
 @router.get(
     "/models/{modality}/{patient_id}/onnx", response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX graph"}, **_errors(404)},
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX graph"}, **error_responses(404)},
 )
 def export_onnx(modality: Modality, patient_id: str, request: Request, token: Clinician) -> Response:
     """The current model's inference graph, for onnxruntime."""

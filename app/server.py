@@ -16,9 +16,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Match
 
-from app.api import router
+from app.api import Clinician, error_responses, router
 from app.base_models import load_bases
 from app.energy import detect_meter
 from app.engine import resolve_engine
@@ -121,8 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics(request: Request) -> Response:
+    # Patient identifiers label the model-version gauge: /metrics needs the token a /v1 read needs.
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses=error_responses(401, 403))
+    def metrics(request: Request, token: Clinician) -> Response:
         return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.exception_handler(RequestValidationError)
@@ -145,14 +146,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, error: Exception) -> JSONResponse:
-        # Starlette's Allow names the methods of the first route that matched the path only; GET and
-        # POST /v1/windows are two routes of one resource, and Allow must list both.
-        methods = sorted({
-            method for route in request.app.routes
-            if isinstance(route, Route) and route.path_regex.match(request.scope["path"])
-            for method in route.methods or ()
-        })
-        return JSONResponse({"detail": f"method {request.method} not allowed"}, 405, headers={"Allow": ", ".join(methods)})
+        # The router's own Allow names the methods of the first route that matched the path only; GET
+        # and POST /v1/windows are two routes of one resource, and Allow must list both.
+        allowed = [
+            method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)
+        ]
+        return JSONResponse(
+            {"detail": f"method {request.method} not allowed"}, 405, headers={"Allow": ", ".join(allowed)}
+        )
 
     # Added before ``guard``, so it runs inside it: its refusals get the security headers too.
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)

@@ -41,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import datasets, report
-from bench.training import balanced_batches, single_thread
+from bench.training import balanced_batches, consolidate, fork, single_thread
 from models.learner import Learner
 from signals.aami import AAMI_CLASSES
 from signals.mitbih import DS2, NON_PACED, PATIENT_WINDOW_S
@@ -119,34 +119,8 @@ def common_set_base() -> bytes:
     return checkpoint.dumps(learner)
 
 
-def fork(blob: bytes, rule: str) -> Learner:
-    """The patient's model as the daemon makes it: the base, loaded afresh, version 0. Another
-    rule than the base's keeps the base's weights and input scaling and learns with that rule."""
-    from models import checkpoint
-    from models.factory import build_learner
-
-    learner = checkpoint.loads(blob)
-    if rule != learner.rule.name:
-        spec = {**learner.spec, "rule": rule, "rule_options": {}}
-        other = build_learner(spec)
-        for name, tensor in learner.network.parameters().items():
-            other.network.parameters()[name].copy_(tensor)
-        other.optimizer.lr = learner.optimizer.lr
-        learner = other
-    learner.version = 0
-    return learner
-
-
 def predict(learner: Learner, X: np.ndarray) -> np.ndarray:
     return np.argmax(learner.predict(X), axis=1) if len(X) else np.zeros(0, dtype=np.int64)
-
-
-def consolidate(learner: Learner, X: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
-    """``passes`` more rounds over the labels so far, shuffled, one label per update."""
-    rng = np.random.default_rng(seed)
-    for _ in range(passes if len(y) else 0):
-        for j in rng.permutation(len(y)):
-            learner.learn(X[j : j + 1], y[j : j + 1])
 
 
 def adapt(

@@ -6,7 +6,8 @@ For each patient P:
    class-balanced batches of 64) trained on the crop windows of every *other* patient;
 2. leave-one-seizure-out: for each seizure s of P, a fork of that base learns the windows of P's
    other seizures (their ictal crop, then the crop 60 s later), one label at a time (batch 1),
-   as a clinician would label them in the daemon; then it scores s's two crops;
+   as a clinician would label them in the daemon, then two more shuffled rounds over those
+   labels (``bench.training.consolidate``); then it scores s's two crops;
 3. post-processing, tuned on the training folds only: an alarm needs ``k`` consecutive windows
    with P(seizure) ≥ ``threshold``; (threshold, k) is chosen on the fork's prequential
    predictions of its training windows (each predicted before it was learned), maximising
@@ -34,13 +35,13 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import datasets, report
-from bench.eval_ecg import fork
-from bench.training import balanced_batches, single_thread
+from bench.training import balanced_batches, consolidate, fork, single_thread
 from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, WindowTable
 
 BASE_STEPS = 1400  # about 20 epochs of the other patients' windows at batch 64
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 CONSECUTIVE = (1, 2, 3)
+CONSOLIDATION_PASSES = 2  # as for ECG: two more shuffled rounds over the patient's labels
 ANCHOR = "Shoeb & Guttag 2010: 96 % of seizures, median latency 3 s, 2 FP / 24 h"
 TARGETS = {"detected_fraction": 0.96, "median_latency_s": 5.0, "postictal_specificity": 0.95}
 
@@ -112,8 +113,9 @@ def _order(table: WindowTable, rows: np.ndarray) -> np.ndarray:
 def adapted_fork(
     blob: bytes, rule: str, table: WindowTable, rows: np.ndarray
 ) -> tuple[Any, PostProcessing]:
-    """A fork of the base that learned these windows one label at a time, and the
-    post-processing tuned on its prequential predictions of them."""
+    """A fork of the base that learned these windows one label at a time, then
+    ``CONSOLIDATION_PASSES`` more rounds over them, and the post-processing tuned on its
+    prequential predictions (each window predicted before it was learned)."""
     learner = fork(blob, rule)
     prequential = np.zeros(len(rows))
     for i, row in enumerate(rows):
@@ -122,7 +124,9 @@ def adapted_fork(
         learner.learn(x, y)
     if not len(rows):
         return learner, PostProcessing()
-    return learner, tune(prequential, table.y[rows], _crop_keys(table, rows))
+    post = tune(prequential, table.y[rows], _crop_keys(table, rows))
+    consolidate(learner, table.X[rows], table.y[rows], CONSOLIDATION_PASSES, seed=0)
+    return learner, post
 
 
 def evaluate_patient(

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -109,6 +110,8 @@ def plot_lines(
         ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
     if xlog:
         ax.set_xscale("symlog", linthresh=10)
+    elif all(float(v).is_integer() for x, _ in series.values() for v in x):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -119,13 +122,14 @@ def plot_lines(
 
 def plot_scatter(
     points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, title: str, path: Path,
-    xlog: bool = True,
 ) -> None:
+    """One labelled point per entry; log x when the values span more than a factor of 10."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, (x, y) in points.items():
         ax.scatter([x], [y], s=30)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if xlog:
+    xs = [x for x, _ in points.values()]
+    if min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

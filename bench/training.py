@@ -11,6 +11,9 @@ validation accuracy (early stopping), which is what "trained to its best accurac
 Energy comes from ``app.energy.detect_meter()``. On a machine without a power sensor that is the
 estimate (thread CPU seconds × watts); torch is then limited to one thread so that the thread's
 CPU time is all the work (``torch.set_num_threads(1)`` in ``single_thread``).
+
+``fork`` and ``consolidate`` are the daemon's per-patient path: a fresh copy of a base model that
+then learns one label per update, and extra shuffled rounds over the labels it has.
 """
 
 from __future__ import annotations
@@ -124,3 +127,29 @@ def train(
     bar.close()
     learner.load_state_dict(best_state)
     return run
+
+
+def fork(blob: bytes, rule: str) -> Learner:
+    """The patient's model as the daemon makes it: the base, loaded afresh, version 0. Another
+    rule than the base's keeps the base's weights and input scaling and learns with that rule."""
+    from models import checkpoint
+    from models.factory import build_learner
+
+    learner = checkpoint.loads(blob)
+    if rule != learner.rule.name:
+        spec = {**learner.spec, "rule": rule, "rule_options": {}}
+        other = build_learner(spec)
+        for name, tensor in learner.network.parameters().items():
+            other.network.parameters()[name].copy_(tensor)
+        other.optimizer.lr = learner.optimizer.lr
+        learner = other
+    learner.version = 0
+    return learner
+
+
+def consolidate(learner: Learner, X: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
+    """``passes`` more rounds over the labels so far, shuffled, one label per update."""
+    rng = np.random.default_rng(seed)
+    for _ in range(passes if len(y) else 0):
+        for j in rng.permutation(len(y)):
+            learner.learn(X[j : j + 1], y[j : j + 1])

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from bench import crashloop
+from bench.local_daemon import ADMIN_TOKEN
 from signals.replay import ecg_requests
 from tests.conftest import Daemon, start_daemon
 
@@ -65,7 +66,7 @@ def corrupted(crash_loop: tuple[Path, dict]) -> Iterator[tuple[Daemon, crashloop
 
 def test_corrupt_checkpoints_fall_back_to_an_older_one_plus_replay(corrupted) -> None:
     daemon, expected = corrupted
-    with daemon.client() as client:
+    with daemon.client(ADMIN_TOKEN) as client:
         model = client.get(f"/v1/models/ecg/{crashloop.PATIENT}").json()
     assert model["version"] == expected.version
     assert model["labels_pending"] == 0
@@ -89,7 +90,7 @@ def test_sigterm_finishes_the_request_in_flight_then_checkpoints_and_exits_0(cor
         yield body[len(body) // 2:]
 
     def post() -> None:
-        with daemon.client() as client:
+        with daemon.client(ADMIN_TOKEN) as client:
             answers.append(client.post("/v1/windows", content=stream(), headers={"Content-Type": "application/json"}))
 
     sender = threading.Thread(target=post)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
@@ -22,6 +23,7 @@ from tests.conftest import Daemon, start_daemon
 REPO = Path(__file__).resolve().parents[1]
 DISK_MIB = 16
 PATIENT = "full-disk"
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1  # <linux/prctl.h>, <linux/capability.h>
 
 
 def mount_small_disk(folder: Path, scratch: Path) -> None:
@@ -42,16 +44,15 @@ def mount_small_disk(folder: Path, scratch: Path) -> None:
 
 
 def fill(folder: Path) -> Path:
-    """Write a file until the filesystem is full; return it."""
+    """Write a file until the filesystem has no block left; return it."""
     filler = folder / "filler"
-    with filler.open("wb") as handle:
-        try:
-            while True:
-                handle.write(b"\xff" * 65536)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
+    with filler.open("wb", buffering=0) as handle:
+        for block in (1 << 16, 1 << 12, 1 << 9):
+            try:
+                while True:
+                    handle.write(b"\xff" * block)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
     return filler
 
 
@@ -75,6 +76,14 @@ def spawn_serve(db: Path, **popen: object) -> subprocess.Popen:
            **popen.pop("env", {})}  # type: ignore[dict-item]
     return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def without_dac_override() -> None:
+    """Run the child as root that obeys file modes, as a service user does: without CAP_DAC_OVERRIDE
+    in its bounding set, root's exec no longer gains the capability to write a 0444 file."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE)")
 
 
 def refusal(process: subprocess.Popen) -> str:
@@ -142,8 +151,8 @@ def test_full_disk_answers_503_writes_nothing_and_recovers(small_disk: Daemon) -
 
 
 def test_read_only_database_is_a_clear_error_at_start() -> None:
-    """A read-only database file (seen by a non-root service user) and a read-only filesystem (root
-    included): exit status 2 and one line naming the file, no traceback."""
+    """A read-only database file (to a service that obeys file modes) and a read-only filesystem (to
+    root too): exit status 2 and one line naming the file, no traceback."""
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         base = Path(folder)
         base.chmod(0o755)
@@ -152,18 +161,16 @@ def test_read_only_database_is_a_clear_error_at_start() -> None:
         read_only_file = base / "file" / "biofo.db"
         Store(read_only_file).close()
         read_only_file.chmod(0o444)
-        (base / "file").chmod(0o777)  # the folder stays writable: only the file is read-only
         Store(base / "source" / "biofo.db").close()
         mounted = base / "mounted" / "biofo.db"
         subprocess.run(["mount", "--bind", str(base / "source"), str(mounted.parent)], check=True)
         try:
             subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted.parent)], check=True)
-            as_user = spawn_serve(read_only_file, user=65534, group=65534, extra_groups=[],
-                                  env={"HOME": folder, "PYTHONDONTWRITEBYTECODE": "1"})
-            as_root = spawn_serve(mounted)
+            bound_by_modes = spawn_serve(read_only_file, preexec_fn=without_dac_override)
+            on_read_only_fs = spawn_serve(mounted)
             assert (f"biofo: cannot start: cannot open database {read_only_file} for writing: "
-                    "attempt to write a readonly database") in refusal(as_user)
+                    "attempt to write a readonly database") in refusal(bound_by_modes)
             assert (f"biofo: cannot start: cannot create {mounted}.lock beside the database {mounted}: "
-                    "Read-only file system") in refusal(as_root)
+                    "Read-only file system") in refusal(on_read_only_fs)
         finally:
             subprocess.run(["umount", str(mounted.parent)], check=False)
