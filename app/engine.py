@@ -14,7 +14,7 @@ onnxruntime engine runs on the base install, without torch.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -45,13 +45,10 @@ class Engine(Protocol):
     def to_onnx(self) -> bytes: ...
 
 
-class TorchEngine:
-    """A ``models.learner.Learner`` run eagerly by torch."""
+class _Wrapped:
+    """What both engines share: each wraps a learner object with the same small surface."""
 
-    def __init__(self, blob: bytes):
-        from models import checkpoint
-
-        self._learner = checkpoint.loads(blob)
+    _learner: Any
 
     @property
     def version(self) -> int:
@@ -75,6 +72,15 @@ class TorchEngine:
     def learn(self, x: np.ndarray, y: np.ndarray) -> UpdateStats:
         return self._learner.learn(x, y)
 
+
+class TorchEngine(_Wrapped):
+    """A ``models.learner.Learner`` run eagerly by torch."""
+
+    def __init__(self, blob: bytes):
+        from models import checkpoint
+
+        self._learner = checkpoint.loads(blob)
+
     def dumps(self) -> bytes:
         from models import checkpoint
 
@@ -86,35 +92,13 @@ class TorchEngine:
         return export.to_onnx(self._learner)
 
 
-class OnnxEngine:
+class OnnxEngine(_Wrapped):
     """A Bio-FO model run by onnxruntime, inference and updates alike."""
 
     def __init__(self, blob: bytes):
         from models.ort_learner import OrtLearner
 
         self._learner = OrtLearner.loads(blob)
-
-    @property
-    def version(self) -> int:
-        return self._learner.version
-
-    @version.setter
-    def version(self, value: int) -> None:
-        self._learner.version = int(value)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._learner.classes
-
-    @property
-    def rule(self) -> str:
-        return str(self._learner.spec["rule"])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._learner.predict(x)
-
-    def learn(self, x: np.ndarray, y: np.ndarray) -> UpdateStats:
-        return self._learner.learn(x, y)
 
     def dumps(self) -> bytes:
         return self._learner.dumps()

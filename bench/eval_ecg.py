@@ -252,7 +252,8 @@ def _markdown(result: dict[str, Any]) -> str:
         f"Records ({len(result['records'])}): {', '.join(result['records'])}. Beats at the "
         f"reference R peaks; {result['beats_scored']} beats scored, {result['labels']} labels used "
         f"(one update each, batch 1, plus {result['adaptation']['replay']} replayed labels per "
-        f"label). Anchor: {result['anchor']}. Wall time: {result['run_s']:.0f} s.",
+        f"label, then {result['adaptation']['passes']} shuffled rounds over them). Anchor: "
+        f"{result['anchor']}. Wall time: {result['run_s']:.0f} s.",
         "",
         report.markdown_table(
             ["accuracy", "macro-F1", "macro-F1 (N,S,V,F)", "VEB Se", "VEB +P", "SVEB Se",

@@ -4,8 +4,9 @@ Setup (the same for every rule of a dataset):
 
 - network: 3 hidden layers × 256 units (``--quick``: 3 × 32) on the daemon's features, each
   rule with its own activation, initialisation and optimizer (``models.rules``), except the
-  learning rates in ``BENCH_LR``, picked for this budget on the validation set (the reference
-  rates of the SGD rules, 1e-4, barely move in a few thousand steps);
+  learning rates in ``BENCH_LR``, picked for this budget on the validation set by one search
+  for all rules (the reference rates of the SGD rules, 1e-4, barely move in a few thousand
+  steps);
 - data order: the same class-balanced batches of 64 for every rule (``bench.training``), a fixed
   number of steps; the state with the best validation accuracy is kept ("best accuracy");
 - MIT-BIH: a patient-level split, not the paper's random beat split: train on de Chazal's DS1
@@ -49,11 +50,13 @@ TARGET_RATIOS = {"drtp": 0.35, "pepita": 0.6, "ff": 0.6, "bp": 0.5}
 TARGET_OF_BP = 0.97
 ACCURACY_MARGIN = 0.05  # Bio-FO's accuracy at least 5 points above the paper's
 
-# Learning rates for this budget: the best validation macro-F1 after 300 steps on the MIT-BIH
-# split, from ×1/×10/×100 of each rule's default (×0.3/×1/×3 when the default is ≥ 1e-3).
+# Learning rates for this budget, the same search for every rule: the best validation accuracy
+# within 600 steps on the MIT-BIH split among 1e-4, 3e-4, 1e-3, 3e-3, 1e-2 and 3e-2 (each rule
+# keeps its own optimizer). PEPITA never beat the all-N accuracy (0.899) there, so it keeps its
+# paper's rate. Used for CHB-MIT too.
 BENCH_LR: dict[str, float] = {
-    "biofo": 3e-2, "bp": 1e-3, "fa": 1e-2, "dfa": 1e-2, "sdfa": 1e-2, "ssdfa": 3e-3,
-    "drtp": 1e-2, "pepita": 3e-3, "ff": 1e-3, "lls": 3e-3,
+    "biofo": 1e-2, "bp": 1e-3, "fa": 3e-2, "dfa": 3e-2, "sdfa": 1e-2, "ssdfa": 3e-2,
+    "drtp": 3e-2, "pepita": 1e-2, "ff": 1e-3, "lls": 3e-3,
 }
 
 
@@ -66,7 +69,7 @@ class Budget:
 
 
 FULL = {
-    "mitbih": Budget(hidden=(256, 256, 256), batch=64, steps=3000, eval_every=250),
+    "mitbih": Budget(hidden=(256, 256, 256), batch=64, steps=3000, eval_every=100),
     "chbmit": Budget(hidden=(256, 256, 256), batch=64, steps=1500, eval_every=100),
 }
 QUICK = Budget(hidden=(32, 32, 32), batch=32, steps=30, eval_every=10)

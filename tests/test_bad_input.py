@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from signals.replay import ecg_reference, ecg_requests
-from tests.conftest import Daemon, start_daemon
+from tests.conftest import ADMIN_TOKEN, Daemon, start_daemon
 
 PATIENT = "bad-input"
 
@@ -67,21 +68,36 @@ def test_ten_million_samples_are_refused_naming_samples(served) -> None:
 
 
 def test_oversized_body_is_refused_before_it_is_read(served) -> None:
-    # A 33 MiB declared length over a connection that sends nothing: refused on the header alone.
-    check_refused(served, lambda c: c.post("/v1/windows", headers={
-        "Content-Type": "application/json", "Content-Length": str(33 * 1024 * 1024)}, content=b""), 413, "body")
+    """A declared 33 MiB body, of which not one byte is sent: refused on the header alone."""
+    daemon, _ = served
+
+    def oversized(client: httpx.Client) -> httpx.Response:
+        host, port = daemon.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                f"POST /v1/windows HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {33 * 1024 * 1024}\r\n\r\n".encode()
+            )
+            raw = b""
+            while b"\r\n\r\n" not in raw or len(raw.split(b"\r\n\r\n", 1)[1]) < 10:
+                raw += sock.recv(65536)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        return httpx.Response(status, content=body[: body.rindex(b"}") + 1])
+
+    check_refused(served, oversized, 413, "body")
 
 
-@pytest.mark.parametrize(("content", "field"), [
-    (b"{not json", "body"),
-    (b"\xff\xfe\x00garbage", "body"),
-    (b"[1, 2, 3]", "body"),
+@pytest.mark.parametrize(("content", "status", "field"), [
+    (b"{not json", 422, "body"),
+    (b"\x80\x81 garbage", 400, "body"),  # not even UTF-8: the body cannot be decoded
+    (b"[1, 2, 3]", 422, "body"),
     (b'{"patient_id": "x", "modality": "ecg", "fs": 360, "channels": ["MLII"], "start": 0, '
-     b'"samples": [[1, 2, NaN]]}', "body"),
+     b'"samples": [[1, 2, NaN]]}', 422, "samples"),
 ])
-def test_non_json_is_refused(served, content: bytes, field: str) -> None:
+def test_non_json_is_refused(served, content: bytes, status: int, field: str) -> None:
     check_refused(served, lambda c: c.post("/v1/windows", content=content, headers={
-        "Content-Type": "application/json"}), 422 if content != b"\xff\xfe\x00garbage" else 400, field)
+        "Content-Type": "application/json"}), status, field)
 
 
 @pytest.mark.parametrize("media_type", ["text/plain", "application/x-www-form-urlencoded", None])
