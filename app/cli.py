@@ -71,6 +71,18 @@ def _bench_daemon(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=60.0)
 
 
+def _bench_crashloop(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--record", default="208", help="MIT-BIH record the device replays")
+    parser.add_argument("--minutes", type=float, default=None, help="replay only this much of it")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _bench_fuzz(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-examples", type=int, default=200, help="per operation and role")
+    parser.add_argument("--seed", dest="seed_value", type=int, default=0)
+
+
 def _energy_probe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
 
@@ -110,6 +122,11 @@ COMMANDS: tuple[Command, ...] = (
             _eval_ecg),
     Command(("eval", "eeg"), "bench.eval_eeg:run", "CHB-MIT per patient: leave-one-seizure-out adaptation",
             _eval_eeg),
+    Command(("bench", "daemon"), "bench.daemon:run", "N real-time ECG devices against one daemon: latency, RSS",
+            _bench_daemon),
+    Command(("bench", "crashloop"), "bench.crashloop:run", "SIGKILL during a labelled replay, restart, compare",
+            _bench_crashloop),
+    Command(("bench", "fuzz"), "bench.fuzz:run", "schemathesis on every operation, per role", _bench_fuzz),
 )
 
 

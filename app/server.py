@@ -15,7 +15,7 @@ from typing import IO
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.routing import Match
 
 from app.api import Clinician, error_responses, router
@@ -122,7 +122,8 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     # Patient identifiers label the model-version gauge: /metrics needs the token a /v1 read needs.
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses=error_responses(401, 403))
+    @app.get("/metrics", tags=["ops"], response_class=Response, responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401, 403)})
     def metrics(request: Request, token: Clinician) -> Response:
         return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 

@@ -220,11 +220,17 @@ def run(
         "beat_positions": "reference R peaks",
         "run_s": time.perf_counter() - started,
     }
-    folder = Path(out)
+    write_report(Path(out), result)
+    return result
+
+
+def write_report(folder: Path, result: dict[str, Any]) -> None:
+    """The Markdown, JSON and plots of a result (a pure function of it)."""
+    protocol, rule = result["protocol"], result["rule"]
     stem = f"ecg-{protocol}-{rule}"
     report.write_outputs(folder, stem, _markdown(result), result)
-    report.plot_confusion(total, AAMI_CLASSES, f"ECG {protocol}, {rule}: scored beats",
-                          folder / f"{stem}-confusion.png")
+    report.plot_confusion(np.asarray(result["confusion"]), AAMI_CLASSES,
+                          f"ECG {protocol}, {rule}: scored beats", folder / f"{stem}-confusion.png")
     if result["label_curve"]:
         lc = result["label_curve"]
         counts = [int(n) for n in lc]
@@ -234,10 +240,9 @@ def run(
              "VEB Se": (counts, [lc[str(n)]["VEB"]["se"] for n in counts]),
              "SVEB Se": (counts, [lc[str(n)]["SVEB"]["se"] for n in counts])},
             "labelled beats at the start of each record", "score on the rest of the record",
-            f"ECG {protocol}, {rule}: label efficiency ({len(names)} records)",
+            f"ECG {protocol}, {rule}: label efficiency ({len(result['records'])} records)",
             folder / f"{stem}-label-curve.png", xlog=True,
         )
-    return result
 
 
 def _fmt(value: float | None) -> str:
@@ -250,10 +255,12 @@ def _markdown(result: dict[str, Any]) -> str:
         f"# ECG, {protocol} protocol, rule {result['rule']}",
         "",
         f"Records ({len(result['records'])}): {', '.join(result['records'])}. Beats at the "
-        f"reference R peaks; {result['beats_scored']} beats scored, {result['labels']} labels used "
-        f"(one update each, batch 1, plus {result['adaptation']['replay']} replayed labels per "
-        f"label, then {result['adaptation']['passes']} shuffled rounds over them). Anchor: "
-        f"{result['anchor']}. Wall time: {result['run_s']:.0f} s.",
+        f"reference R peaks; {result['beats_scored']} beats scored; " + (
+            f"{result['labels']} labels used (one update each, batch 1, plus "
+            f"{result['adaptation']['replay']} replayed labels per label, then "
+            f"{result['adaptation']['passes']} shuffled rounds over them)"
+            if result["labels"] else "no labels used"
+        ) + f". Anchor: {result['anchor']}. Wall time: {result['run_s']:.0f} s.",
         "",
         report.markdown_table(
             ["accuracy", "macro-F1", "macro-F1 (N,S,V,F)", "VEB Se", "VEB +P", "SVEB Se",

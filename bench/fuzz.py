@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +67,18 @@ def config(ids: dict[str, list[Any]], probability: float = 0.5) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fuzz_role(
-    daemon: LocalDaemon, token: str | None, config_file: Path, report: Path, max_examples: int, seed_value: int,
-) -> dict[str, Any]:
-    """One schemathesis run; returns its counts and the failures it reported."""
+def fuzz_command(url: str, token: str | None, config_file: Path, report: Path, max_examples: int,
+                 seed_value: int) -> list[str]:
     command = [
-        str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config_file), "run",
-        f"{daemon.url}/openapi.json", "--checks", "all", "--exclude-checks", ",".join(EXCLUDED_CHECKS),
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_file), "run",
+        f"{url}/openapi.json", "--checks", "all", "--exclude-checks", ",".join(EXCLUDED_CHECKS),
         "--max-examples", str(max_examples), "--seed", str(seed_value), "--workers", "1",
         "--generation-database", "none", "--report", "json", "--report-json-path", str(report),
         "--no-color", "--request-timeout", "60",
     ]
     if token is not None:
         command += ["--header", f"Authorization: Bearer {token}"]
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
-    summary = json.loads(report.read_text()) if report.exists() else {}
-    return {
-        "exit_status": done.returncode,
-        "seconds": time.monotonic() - started,
-        "report": summary,
-        "output": done.stdout[-20000:] + done.stderr[-5000:],
-    }
+    return command
 
 
 def run(
@@ -104,17 +95,39 @@ def run(
             tokens.update({role: daemon.create_token(role) for role in ("device", "clinician")})
             config_file = folder / "schemathesis.toml"
             config_file.write_text(config(ids))
+            # One schemathesis process per role, side by side against the one daemon.
+            started = time.monotonic()
             results = {}
-            for role in selected:
-                results[role] = fuzz_role(
-                    daemon, tokens[role], config_file, folder / f"report-{role}.json", max_examples, seed_value
-                )
+            with ExitStack() as outputs:
+                processes = {
+                    role: subprocess.Popen(
+                        fuzz_command(daemon.url, tokens[role], config_file, folder / f"report-{role}.json",
+                                     max_examples, seed_value),
+                        stdout=outputs.enter_context((folder / f"schemathesis-{role}.txt").open("w")),
+                        stderr=subprocess.STDOUT,
+                    )
+                    for role in selected
+                }
+                for role, process in processes.items():
+                    process.wait()
+            for role, process in processes.items():
+                report = folder / f"report-{role}.json"
+                summary = json.loads(report.read_text()) if report.exists() else {}
+                results[role] = {
+                    "exit_status": process.returncode,
+                    "test_cases": summary.get("test_cases"),
+                    "failures": summary.get("failures"),
+                    "errors": summary.get("errors"),
+                    "output": (folder / f"schemathesis-{role}.txt").read_text()[-20000:],
+                }
+            seconds = time.monotonic() - started
             alive = daemon.process is not None and daemon.process.poll() is None
             log = daemon.tail(400)
     return {
         "ok": alive and all(r["exit_status"] == 0 for r in results.values()),
         "max_examples": max_examples,
         "seed": seed_value,
+        "seconds": seconds,
         "excluded_checks": list(EXCLUDED_CHECKS),
         "daemon_alive": alive,
         "tracebacks_in_log": log.count("Traceback"),

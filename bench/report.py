@@ -110,6 +110,8 @@ def plot_lines(
         ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
     if xlog:
         ax.set_xscale("symlog", linthresh=10)
+        ticks = sorted({float(v) for x, _ in series.values() for v in x})
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
     elif all(float(v).is_integer() for x, _ in series.values() for v in x):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
@@ -125,9 +127,11 @@ def plot_scatter(
 ) -> None:
     """One labelled point per entry; log x when the values span more than a factor of 10."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, (x, y) in points.items():
+    for index, (name, (x, y)) in enumerate(points.items()):
         ax.scatter([x], [y], s=30)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Alternate the label above and below its point so that neighbours do not overlap.
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 if index % 2 else -11),
+                    fontsize=8)
     xs = [x for x, _ in points.values()]
     if min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")

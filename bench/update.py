@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import datasets, report
 from bench.rules import RULE_NAMES
 from bench.training import MIB, single_thread

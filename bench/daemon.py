@@ -1,0 +1,241 @@
+"""``biofo bench daemon``: N bedside devices replay real MIT-BIH records into one daemon, in real time.
+
+The daemon runs as ``biofo serve`` in a child process on 127.0.0.1 (loopback only) with a fresh
+database. Device ``i`` plays record ``NON_PACED[i % 44]`` as patient ``bench-i``: a 10 s segment (both
+leads, mV, no R peaks: the daemon finds the beats) is sent once the device has recorded it, i.e. at
+``t0_i + 10 (k + 1)`` s, the ``t0_i`` spread over the first 10 s. A device sends its next segment
+only after the previous answer, so a daemon that cannot keep up shows as growing latency and lag.
+A clinician labels one beat of every segment with its reference class (a separate request, not in
+the device's path).
+
+Figures: POST /v1/windows latency measured by the client (p50, p99); windows stored per second;
+label-to-applied-update latency from the database (``updates.at - labels.at``: label committed to
+update committed, both on the daemon's clock); the daemon's VmRSS sampled every few seconds, and its
+growth from the end of the warm-up (the first ``warmup`` fraction of the run) to the end; lost rows:
+windows the client got a 201 for that are not in the database, and accepted labels that are not.
+Bounded: at most ``MAX_STREAMS`` streams for at most ``MAX_DURATION_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+from bench.local_daemon import ADMIN_TOKEN, LocalDaemon, rss_mib
+from signals.mitbih import NON_PACED
+from signals.replay import ECG_SEGMENT_S, ecg_reference, ecg_requests
+
+MAX_STREAMS = 1000
+MAX_DURATION_S = 3600.0
+RSS_EVERY_S = 5.0
+LABELER = "bench (reference annotations)"
+
+
+@lru_cache(maxsize=None)
+def encoded_segments(record: str, count: int) -> tuple[bytes, ...]:
+    """The first ``count`` segments of a record as JSON bodies, with ``PATIENT`` as a placeholder."""
+    bodies = ecg_requests(record, patient_id="PATIENT", minutes=count * ECG_SEGMENT_S / 60.0)
+    return tuple(json.dumps(body).encode() for body in bodies)
+
+
+@dataclass
+class Stream:
+    index: int
+    record: str
+    patient_id: str
+    offset_s: float
+    post_ms: list[float] = field(default_factory=list)
+    label_post_ms: list[float] = field(default_factory=list)
+    lag_s: list[float] = field(default_factory=list)
+    windows_acknowledged: int = 0
+    windows_at: list[tuple[float, int]] = field(default_factory=list)  # (answer time, windows)
+    label_ids: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def device(stream: Stream, client: httpx.AsyncClient, clinician: str, t0: float, duration: float,
+                 labels: set[asyncio.Task], bar: tqdm) -> None:
+    segments = encoded_segments(stream.record, int(duration // ECG_SEGMENT_S) + 1)
+    reference = ecg_reference(stream.record)
+    for k, template in enumerate(segments):
+        due = t0 + stream.offset_s + (k + 1) * ECG_SEGMENT_S
+        if due - t0 > duration:
+            return
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        body = template.replace(b'"PATIENT"', json.dumps(stream.patient_id).encode(), 1)
+        sent = time.monotonic()
+        stream.lag_s.append(sent - due)
+        try:
+            response = await client.post("/v1/windows", content=body, headers={"Content-Type": "application/json"})
+        except httpx.HTTPError as error:
+            stream.errors.append(f"segment {k}: {type(error).__name__}")
+            continue
+        answered = time.monotonic()
+        if response.status_code != 201:
+            stream.errors.append(f"segment {k}: {response.status_code} {response.text[:200]}")
+            continue
+        stream.post_ms.append((answered - sent) * 1000.0)
+        windows = response.json()["windows"]
+        stream.windows_acknowledged += len(windows)
+        stream.windows_at.append((answered, len(windows)))
+        bar.update(1)
+        labelled = next(({"window_id": w["id"], "label": cls, "labeled_by": LABELER} for w in windows
+                         if (cls := reference.label_at(w["offset_s"])) is not None), None)
+        if labelled is not None:
+            task = asyncio.create_task(label(stream, client, clinician, labelled))
+            labels.add(task)
+            task.add_done_callback(labels.discard)
+
+
+async def label(stream: Stream, client: httpx.AsyncClient, clinician: str, item: dict[str, Any]) -> None:
+    sent = time.monotonic()
+    try:
+        response = await client.post("/v1/labels", json={"labels": [item]},
+                                     headers={"Authorization": f"Bearer {clinician}"})
+    except httpx.HTTPError as error:
+        stream.errors.append(f"label: {type(error).__name__}")
+        return
+    if response.status_code != 202:
+        stream.errors.append(f"label: {response.status_code} {response.text[:200]}")
+        return
+    stream.label_post_ms.append((time.monotonic() - sent) * 1000.0)
+    stream.label_ids.extend(response.json()["label_ids"])
+
+
+async def sample_rss(pid: int, t0: float, samples: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append((time.monotonic() - t0, rss_mib(pid)))
+        try:
+            await asyncio.wait_for(stop.wait(), RSS_EVERY_S)
+        except asyncio.TimeoutError:
+            pass
+    samples.append((time.monotonic() - t0, rss_mib(pid)))
+
+
+async def drive(daemon: LocalDaemon, streams: list[Stream], duration: float, progress: bool
+                ) -> tuple[float, list[tuple[float, float]]]:
+    device_token, clinician = daemon.create_token("device"), daemon.create_token("clinician")
+    limits = httpx.Limits(max_connections=len(streams) + 16, max_keepalive_connections=len(streams) + 16)
+    rss: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    labels: set[asyncio.Task] = set()
+    expected = sum(int((duration - s.offset_s) // ECG_SEGMENT_S) for s in streams)
+    async with httpx.AsyncClient(base_url=daemon.url, limits=limits, timeout=300.0,
+                                 headers={"Authorization": f"Bearer {device_token}"}) as client:
+        t0 = time.monotonic()
+        sampler = asyncio.create_task(sample_rss(daemon.pid, t0, rss, stop))
+        with tqdm(total=expected, desc=f"{len(streams)} streams", unit="segment", disable=not progress) as bar:
+            await asyncio.gather(*(device(s, client, clinician, t0, duration, labels, bar) for s in streams))
+        while labels:
+            await asyncio.gather(*list(labels))
+        elapsed = time.monotonic() - t0
+        stop.set()
+        await sampler
+    return elapsed, rss
+
+
+def wait_applied(daemon: LocalDaemon, streams: list[Stream], timeout: float = 600.0) -> None:
+    """Until every model has applied the labels its clinician got accepted."""
+    pending = {s.patient_id: max(s.label_ids) for s in streams if s.label_ids}
+    deadline = time.monotonic() + timeout
+    with daemon.client(ADMIN_TOKEN) as admin:
+        while pending and time.monotonic() < deadline:
+            models = admin.get("/v1/models").json()["models"]
+            applied = {m["patient_id"]: m["applied_seq"] for m in models}
+            pending = {p: seq for p, seq in pending.items() if applied.get(p, 0) < seq}
+            time.sleep(0.5)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def stored(db: Path, streams: list[Stream]) -> dict[str, Any]:
+    """What the database holds against what the clients were told, and label-to-update latencies."""
+    with sqlite3.connect(db) as conn:
+        per_patient = dict(conn.execute("SELECT patient_id, COUNT(*) FROM windows GROUP BY patient_id"))
+        label_ids = {i for (i,) in conn.execute("SELECT id FROM labels")}
+        latencies = [1000.0 * (u - a) for u, a in conn.execute(
+            "SELECT u.at, l.at FROM updates u JOIN labels l ON u.label_ids = '[' || l.id || ']'")]
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    lost_windows = sum(max(0, s.windows_acknowledged - per_patient.get(s.patient_id, 0)) for s in streams)
+    unacknowledged = sum(max(0, per_patient.get(s.patient_id, 0) - s.windows_acknowledged) for s in streams)
+    accepted = {i for s in streams for i in s.label_ids}
+    return {
+        "lost_windows": lost_windows,
+        "windows_stored_unacknowledged": unacknowledged,
+        "lost_labels": len(accepted - label_ids),
+        "label_to_update_ms": latencies,
+        "integrity_check": integrity,
+    }
+
+
+def run(
+    streams: int = 20, duration: float = 60.0, warmup: float = 0.2, seed: int = 0, out: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    if not 1 <= streams <= MAX_STREAMS or not ECG_SEGMENT_S * 2 <= duration <= MAX_DURATION_S:
+        raise ValueError(f"streams must be 1..{MAX_STREAMS} and duration {2 * ECG_SEGMENT_S}..{MAX_DURATION_S} s")
+    rng = random.Random(seed)
+    plan = [Stream(i, NON_PACED[i % len(NON_PACED)], f"bench-{i:03d}", rng.uniform(0.0, ECG_SEGMENT_S))
+            for i in range(streams)]
+    for record in {s.record for s in plan}:
+        encoded_segments(record, int(duration // ECG_SEGMENT_S) + 1)
+    with tempfile.TemporaryDirectory(prefix="biofo-bench-daemon-") as scratch:
+        folder = Path(out) if out else Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("bench.db*"):
+            stale.unlink()
+        with LocalDaemon(folder / "bench.db", folder / "daemon.log") as daemon:
+            elapsed, rss = asyncio.run(drive(daemon, plan, duration, progress))
+            wait_applied(daemon, plan)
+            sigterm_status = daemon.stop(signal.SIGTERM)
+        rows = stored(folder / "bench.db", plan)
+    post_ms = [v for s in plan for v in s.post_ms]
+    label_post_ms = [v for s in plan for v in s.label_post_ms]
+    lag = [v for s in plan for v in s.lag_s]
+    windows = sum(s.windows_acknowledged for s in plan)
+    warm = [mib for t, mib in rss if t >= warmup * elapsed]
+    growth = (rss[-1][1] - warm[0]) / warm[0] if warm else None
+    return {
+        "streams": streams,
+        "duration_s": duration,
+        "elapsed_s": elapsed,
+        "segments": len(post_ms),
+        "windows": windows,
+        "windows_per_s": windows / elapsed,
+        "p50_post_ms": percentile(post_ms, 50),
+        "p99_post_ms": percentile(post_ms, 99),
+        "max_post_ms": max(post_ms, default=None),
+        "p99_lag_s": percentile(lag, 99),
+        "labels": len(label_post_ms),
+        "p50_label_post_ms": percentile(label_post_ms, 50),
+        "p99_label_post_ms": percentile(label_post_ms, 99),
+        "p50_label_to_update_ms": percentile(rows["label_to_update_ms"], 50),
+        "p99_label_to_update_ms": percentile(rows["label_to_update_ms"], 99),
+        "rss_mib_start": rss[0][1] if rss else None,
+        "rss_mib_after_warmup": warm[0] if warm else None,
+        "rss_mib_end": rss[-1][1] if rss else None,
+        "rss_growth": growth,
+        "rss_mib": [[round(t, 1), round(mib, 1)] for t, mib in rss],
+        "lost_windows": rows["lost_windows"],
+        "windows_stored_unacknowledged": rows["windows_stored_unacknowledged"],
+        "lost_labels": rows["lost_labels"],
+        "errors": sum(len(s.errors) for s in plan),
+        "error_examples": [e for s in plan for e in s.errors][:10],
+        "integrity_check": rows["integrity_check"],
+        "sigterm_exit_status": sigterm_status,
+    }
