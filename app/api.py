@@ -45,6 +45,7 @@ from app.schemas import (
 )
 from app.store import LabelRow, Token
 
+
 def error_responses(*codes: int) -> dict[int | str, dict]:
     """OpenAPI entries for the error answers a route can give; all share the ``ErrorOut`` body."""
     meaning = {

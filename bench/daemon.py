@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ RSS_EVERY_S = 5.0
 LABELER = "bench (reference annotations)"
 
 
-@lru_cache(maxsize=None)
+@cache
 def encoded_segments(record: str, count: int) -> tuple[bytes, ...]:
     """The first ``count`` segments of a record as JSON bodies, with ``PATIENT`` as a placeholder."""
     bodies = ecg_requests(record, patient_id="PATIENT", minutes=count * ECG_SEGMENT_S / 60.0)

@@ -124,6 +124,14 @@ class OrtLearner:
             binding.bind_output(LOSSES, "cpu", 0, np.float32, [self.plan.depth],
                                 self._losses.ctypes.data)
             self._bindings.append((binding, target))
+        # Inference reads whichever buffer is current: binding the weights once per buffer leaves
+        # only the features to bind per call (feeding them by name costs more than the graph).
+        self._infer_bindings = []
+        for source in (current, other):
+            binding = self._infer.io_binding()
+            for name in self._infer_state:
+                binding.bind_cpu_input(name, source.get(name, self._state.get(name)))
+            self._infer_bindings.append(binding)
         self._next = 0
 
     @classmethod
@@ -152,10 +160,16 @@ class OrtLearner:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities, ``(batch, C)`` float32."""
-        feeds = {name: self._state[name] for name in self._infer_state}
-        feeds[FEATURES] = self._features(x)
-        return self._infer.run([PROBABILITIES], feeds)[0]
+        """Class probabilities, ``(batch, C)`` float32. Not re-entrant: callers serialise use of
+        one learner (the daemon holds the model's lock), as they must for ``learn`` anyway."""
+        features = self._features(x)
+        binding = self._infer_bindings[self._next]
+        binding.bind_cpu_input(FEATURES, features)
+        probabilities = np.empty((features.shape[0], self.plan.num_classes), dtype=np.float32)
+        binding.bind_output(PROBABILITIES, "cpu", 0, probabilities.dtype, list(probabilities.shape),
+                            probabilities.ctypes.data)
+        self._infer.run_with_iobinding(binding)
+        return probabilities
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> OrtStats:
         """One update from a labelled batch; version += 1. The state changes only if it succeeds."""

@@ -92,8 +92,8 @@ def test_oversized_body_is_refused_before_it_is_read(served) -> None:
     (b"{not json", 422, "body"),
     (b"\x80\x81 garbage", 400, "body"),  # not even UTF-8: the body cannot be decoded
     (b"[1, 2, 3]", 422, "body"),
-    (b'{"patient_id": "x", "modality": "ecg", "fs": 360, "channels": ["MLII"], "start": 0, '
-     b'"samples": [[1, 2, NaN]]}', 422, "samples"),
+    ((b'{"patient_id": "x", "modality": "ecg", "fs": 360, "channels": ["MLII"], "start": 0, '
+      b'"samples": [[1, 2, NaN]]}'), 422, "samples"),
 ])
 def test_non_json_is_refused(served, content: bytes, status: int, field: str) -> None:
     check_refused(served, lambda c: c.post("/v1/windows", content=content, headers={

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import app.server as server
+from app import server
 from app.settings import Settings
 from app.store import Store
 from signals.replay import ecg_reference, ecg_requests
