@@ -118,6 +118,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("bench", "rules"), "bench.rules:run", "every learning rule on one split: accuracy, time, energy",
             _bench_rules),
     Command(("bench", "update"), "bench.update:run", "cost of one streaming update vs a forward pass", _out),
+    Command(("bench", "early-exit"), "bench.early_exit:run", "Bio-FO early exit: accuracy vs energy saved", _out),
     Command(("eval", "ecg"), "bench.eval_ecg:run", "MIT-BIH protocols (EC57 scoring), label efficiency",
             _eval_ecg),
     Command(("eval", "eeg"), "bench.eval_eeg:run", "CHB-MIT per patient: leave-one-seizure-out adaptation",
