@@ -1,8 +1,10 @@
 """The SQLite store: every window, prediction, label, update, checkpoint and joule.
 
-One connection in WAL mode with ``synchronous=FULL``: a commit that returned is on disk, so a label
-is durable when ``202`` is sent. All access goes through one lock; SQLite serialises writers anyway,
-and the lock keeps a multi-statement write in one transaction. Every write that belongs together
+One writing connection in WAL mode with ``synchronous=FULL``: a commit that returned is on disk, so a
+label is durable when ``202`` is sent. Writes go through one lock; SQLite serialises writers anyway,
+and the lock keeps a multi-statement write in one transaction. Reads use a read-only connection per
+thread: WAL lets them run beside the writer, so a token check or a queue query never waits behind a
+commit's fsync, and each sees every transaction committed before it started, whole. Every write that belongs together
 (windows + predictions + stream state + energy) is one transaction, so a failure leaves nothing
 partially written. SQL is always parameterised.
 """
@@ -138,10 +140,28 @@ class Store:
             raise StoreUnavailable(f"cannot open database {self.path} for writing: {error}") from error
         self.db = sqlite_utils.Database(connection)
         self.conn = connection
+        self._readers: dict[threading.Thread, sqlite_utils.Database] = {}
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._readers.values():
+                reader.conn.close()
+            self._readers.clear()
             self.conn.close()
+
+    def _reader(self) -> sqlite_utils.Database:
+        """This thread's read-only connection, opened on first use; those of finished threads are closed."""
+        thread = threading.current_thread()
+        reader = self._readers.get(thread)
+        if reader is None:
+            connection = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
+            connection.execute("PRAGMA query_only=ON")
+            reader = sqlite_utils.Database(connection)
+            with self._lock:
+                for gone in [t for t in self._readers if not t.is_alive()]:
+                    self._readers.pop(gone).conn.close()
+                self._readers[thread] = reader
+        return reader
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -160,8 +180,7 @@ class Store:
                 raise StoreUnavailable(f"database write failed: {error}") from error
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.db.query(sql, params))
+        return list(self._reader().query(sql, params))
 
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
         rows = self.query(sql, params)
