@@ -69,6 +69,7 @@ def _replay(parser: argparse.ArgumentParser) -> None:
 def _bench_daemon(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--device-r-peaks", action="store_true", help="devices send R peaks; no detection")
 
 
 def _bench_crashloop(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +93,8 @@ def _serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--db", default=None, help="SQLite file")
     parser.add_argument("--engine", choices=["torch", "onnxruntime"], default=None)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="feature-extraction processes (default: one per core; 0: none)")
 
 
 def _token_create(parser: argparse.ArgumentParser) -> None:

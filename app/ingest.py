@@ -18,12 +18,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.energy import Meter
+from app.extraction import Extractor, Segment
 from app.registry import LiveModel, Registry
 from app.schemas import WindowOut, WindowsIn, WindowsOut
 from app.store import EnergyRecord, Store, WindowRecord
 from signals.ecg_features import MIN_FS as ECG_MIN_FS
-from signals.ecg_features import EcgStream
-from signals.eeg_features import EegStream
 
 # Physical units the feature extractors expect: millivolts for ECG, microvolts for EEG.
 UNIT_SCALE = {
@@ -63,11 +62,12 @@ class Limits:
 
 
 class Ingestor:
-    def __init__(self, store: Store, registry: Registry, meter: Meter, limits: Limits):
+    def __init__(self, store: Store, registry: Registry, meter: Meter, limits: Limits, extract: Extractor):
         self.store = store
         self.registry = registry
         self.meter = meter
         self.limits = limits
+        self.extract = extract
         self._stream_locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
 
@@ -119,22 +119,14 @@ class Ingestor:
                         f"start {body.start} s falls inside the last accepted segment of this stream, "
                         f"which ends at {timeline['next_start']} s; segments must move forward in time",
                     )
-            extractor = saved.get("extractor")
-            if body.modality == "ecg":
-                stream = EcgStream.from_state(extractor) if extractor else EcgStream()
-                r_peaks = np.asarray(body.r_peaks, dtype=np.int64) if body.r_peaks is not None else None
-                items = _checked(lambda: stream.push(samples, body.fs, body.start, r_peaks))
-                ignored: list[str] = []
-                missing: list[str] = []
-                windows = [(b.offset_s, b.context, b.context_r_index, b.features) for b in items]
-            else:
-                stream = EegStream.from_state(extractor) if extractor else EegStream()
-                pushed = _checked(lambda: stream.push(samples, body.fs, list(body.channels), body.start))
-                ignored, missing = list(pushed.ignored_channels), list(pushed.missing_channels)
-                windows = [(w.offset_s, w.samples, None, w.features) for w in pushed.windows]
-            records, energy = self._predict(live, windows)
+            segment = Segment(
+                body.modality, samples, body.fs, body.start, tuple(body.channels),
+                None if body.r_peaks is None else tuple(body.r_peaks),
+            )
+            extracted = _checked(lambda: self.extract(saved.get("extractor"), segment))
+            records, energy = self._predict(live, extracted.windows)
             state = {
-                "extractor": stream.state(),
+                "extractor": extracted.state,
                 "timeline": {"last_start": body.start, "last_duration": duration, "next_start": body.start + duration},
             }
             ids = self.store.insert_windows(live.row, body.fs, body.channels, body.start, records, state, energy)
@@ -147,8 +139,8 @@ class Ingestor:
                 )
                 for window_id, record in zip(ids, records)
             ],
-            ignored_channels=ignored,
-            missing_channels=missing,
+            ignored_channels=extracted.ignored_channels,
+            missing_channels=extracted.missing_channels,
         ), True
 
     def _stored(self, live: LiveModel, body: WindowsIn) -> WindowsOut:

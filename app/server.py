@@ -22,6 +22,7 @@ from app.api import Clinician, error_responses, router
 from app.base_models import load_bases
 from app.energy import detect_meter
 from app.engine import resolve_engine
+from app.extraction import Extractor
 from app.ingest import Ingestor, Limits
 from app.limits import RequestLimits
 from app.metrics import Metrics
@@ -91,12 +92,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.registry = registry
         app.state.metrics = metrics
         app.state.worker = worker
-        app.state.ingestor = Ingestor(store, registry, meter, Limits(settings.max_samples, settings.max_segment_s))
+        extractor = Extractor(settings.workers)
+        app.state.ingestor = Ingestor(
+            store, registry, meter, Limits(settings.max_samples, settings.max_segment_s), extractor
+        )
         worker.start()
         try:
             yield
         finally:
             worker.stop()
+            extractor.close()
             written = registry.checkpoint_all("shutdown")
             log.info("shutdown: %d checkpoints written", written)
             meter.close()
@@ -187,16 +192,19 @@ def create_app(settings: Settings) -> FastAPI:
 
 def serve(
     host: str | None = None, port: int | None = None, db: str | None = None, engine: str | None = None,
-    progress: bool = False,
+    workers: int | None = None, progress: bool = False,
 ) -> None:
     """``biofo serve``: run the daemon until SIGTERM or Ctrl-C; both checkpoint before exit."""
     import uvicorn
 
-    settings = Settings.from_env(host=host, port=port, db=db, engine=engine)
+    settings = Settings.from_env(host=host, port=port, db=db, engine=engine, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # A database that cannot be opened for writing (read-only file or filesystem, missing folder) or that
     # another daemon serves is a configuration error: say so, naming the file, instead of a traceback
     # from the application's startup.
+    if settings.workers is not None and settings.workers < 0:
+        print(f"biofo: cannot start: workers must be 0 or more, not {settings.workers}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     try:
         instance = _instance_lock(settings.db)  # held until the process exits
         Store(settings.db).close()
@@ -209,7 +217,9 @@ def serve(
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        # Devices post every few seconds on a kept-alive connection; uvicorn's 5 s default closes it in
+        # between, and a POST racing that close fails on the device with a reset connection.
+        timeout_graceful_shutdown=30, timeout_keep_alive=75,
     )
     instance.close()
 

@@ -21,6 +21,7 @@ class Settings:
     max_segment_s: float = 120.0
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    workers: int | None = None  # feature-extraction processes; None: one per core, 0: in the request thread
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -41,7 +42,7 @@ class Settings:
 def _parse(name: str, raw: str) -> object:
     if name == "db":
         return Path(raw)
-    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples"}:
+    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers"}:
         return int(raw)
     if name == "max_segment_s":
         return float(raw)

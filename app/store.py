@@ -260,34 +260,41 @@ class Store:
         energy: EnergyRecord | None,
     ) -> list[int]:
         now = time.time()
-        ids: list[int] = []
+        # Encoded before the write lock is taken, and written with one statement per table: under load
+        # requests queue for that lock, and its holder must win the GIL back after every statement.
+        channels_json = json.dumps(list(channels))
+        window_rows, prediction_rows = [], []
+        for window in windows:
+            samples = np.ascontiguousarray(window.samples, dtype=np.float32)
+            window_rows.append((
+                model.id, model.patient_id, model.modality, fs, channels_json, start, window.offset_s,
+                samples.shape[0], samples.shape[1], samples.tobytes(), window.marker,
+                np.asarray(window.features, dtype=np.float32).tobytes(), now,
+            ))
+            prediction_rows.append((
+                window.model_version, window.predicted, json.dumps(window.probabilities),
+                margin_of(window.probabilities), window.latency_ms,
+            ))
+        state_json = json.dumps(stream_state)
         with self.transaction() as conn:
-            for window in windows:
-                samples = np.ascontiguousarray(window.samples, dtype=np.float32)
-                cursor = conn.execute(
-                    "INSERT INTO windows (model_id, patient_id, modality, fs, channels, start, offset_s,"
-                    " n_channels, n_samples, samples, marker, features, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        model.id, model.patient_id, model.modality, fs, json.dumps(list(channels)),
-                        start, window.offset_s, samples.shape[0], samples.shape[1], samples.tobytes(),
-                        window.marker, np.asarray(window.features, dtype=np.float32).tobytes(), now,
-                    ),
-                )
-                window_id = int(cursor.lastrowid)
-                conn.execute(
-                    "INSERT INTO predictions (window_id, model_version, class, probabilities, margin, latency_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        window_id, window.model_version, window.predicted,
-                        json.dumps(window.probabilities), margin_of(window.probabilities), window.latency_ms,
-                    ),
-                )
-                ids.append(window_id)
+            # The ids SQLite would give (max + 1, ...): this transaction is the only writer.
+            first = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM windows").fetchone()[0])
+            ids = list(range(first, first + len(window_rows)))
+            conn.executemany(
+                "INSERT INTO windows (id, model_id, patient_id, modality, fs, channels, start, offset_s,"
+                " n_channels, n_samples, samples, marker, features, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(window_id, *row) for window_id, row in zip(ids, window_rows)],
+            )
+            conn.executemany(
+                "INSERT INTO predictions (window_id, model_version, class, probabilities, margin, latency_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(window_id, *row) for window_id, row in zip(ids, prediction_rows)],
+            )
             conn.execute(
                 "INSERT INTO streams (model_id, state, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (model_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                (model.id, json.dumps(stream_state), now),
+                (model.id, state_json, now),
             )
             if energy is not None:
                 self._insert_energy(conn, energy, now)

@@ -27,11 +27,31 @@ def free_port() -> int:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident set size of a process, from ``/proc/PID/status`` (VmRSS, kB)."""
+    """Resident set size of a process and all its descendants (the feature-extraction workers), from
+    ``/proc/PID/status`` (VmRSS, kB). Pages shared between them are counted once per process."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS for process {pid}")
+            own = int(line.split()[1]) / 1024.0
+            break
+    else:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    total = own
+    for child in _children(pid):
+        try:
+            total += rss_mib(child)
+        except (FileNotFoundError, RuntimeError):
+            continue  # it exited while being read
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+    return found
 
 
 class LocalDaemon:

@@ -29,7 +29,7 @@ KILLS = 5
 @pytest.fixture(scope="module")
 def crash_loop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("crashloop")
-    result = crashloop.run(kills=KILLS, minutes=2.0, seed=10, kill_window=(0.05, 1.0), checkpoint_every=7,
+    result = crashloop.run(kills=KILLS, minutes=2.0, seed=10, kill_window=(0.05, 0.5), checkpoint_every=7,
                            out=str(folder))
     return folder, result
 

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,8 +71,7 @@ def small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 def spawn_serve(db: Path, **popen: object) -> subprocess.Popen:
     """``biofo serve`` on ``db``, expected to refuse to start."""
-    env = {**os.environ, "BIOFO_DB": str(db), "BIOFO_PORT": "0", "BIOFO_LOG_LEVEL": "warning",
-           **popen.pop("env", {})}  # type: ignore[dict-item]
+    env = {**os.environ, "BIOFO_DB": str(db), "BIOFO_PORT": "0", "BIOFO_LOG_LEVEL": "warning"}
     return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
@@ -150,27 +148,24 @@ def test_full_disk_answers_503_writes_nothing_and_recovers(small_disk: Daemon) -
     assert reasons[-1] == "shutdown"
 
 
-def test_read_only_database_is_a_clear_error_at_start() -> None:
+def test_read_only_database_is_a_clear_error_at_start(tmp_path: Path) -> None:
     """A read-only database file (to a service that obeys file modes) and a read-only filesystem (to
     root too): exit status 2 and one line naming the file, no traceback."""
-    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
-        base = Path(folder)
-        base.chmod(0o755)
-        for name in ("file", "source", "mounted"):
-            (base / name).mkdir()
-        read_only_file = base / "file" / "biofo.db"
-        Store(read_only_file).close()
-        read_only_file.chmod(0o444)
-        Store(base / "source" / "biofo.db").close()
-        mounted = base / "mounted" / "biofo.db"
-        subprocess.run(["mount", "--bind", str(base / "source"), str(mounted.parent)], check=True)
-        try:
-            subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted.parent)], check=True)
-            bound_by_modes = spawn_serve(read_only_file, preexec_fn=without_dac_override)
-            on_read_only_fs = spawn_serve(mounted)
-            assert (f"biofo: cannot start: cannot open database {read_only_file} for writing: "
-                    "attempt to write a readonly database") in refusal(bound_by_modes)
-            assert (f"biofo: cannot start: cannot create {mounted}.lock beside the database {mounted}: "
-                    "Read-only file system") in refusal(on_read_only_fs)
-        finally:
-            subprocess.run(["umount", str(mounted.parent)], check=False)
+    for name in ("file", "source", "mounted"):
+        (tmp_path / name).mkdir()
+    read_only_file = tmp_path / "file" / "biofo.db"
+    Store(read_only_file).close()
+    read_only_file.chmod(0o444)
+    Store(tmp_path / "source" / "biofo.db").close()
+    mounted = tmp_path / "mounted" / "biofo.db"
+    subprocess.run(["mount", "--bind", str(tmp_path / "source"), str(mounted.parent)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted.parent)], check=True)
+        bound_by_modes = spawn_serve(read_only_file, preexec_fn=without_dac_override)
+        on_read_only_fs = spawn_serve(mounted)
+        assert (f"biofo: cannot start: cannot open database {read_only_file} for writing: "
+                "attempt to write a readonly database") in refusal(bound_by_modes)
+        assert (f"biofo: cannot start: cannot create {mounted}.lock beside the database {mounted}: "
+                "Read-only file system") in refusal(on_read_only_fs)
+    finally:
+        subprocess.run(["umount", str(mounted.parent)], check=False)

@@ -8,15 +8,16 @@ import hashlib
 import re
 import sqlite3
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app import server
+from app import store as store_module
 from app.settings import Settings
-from app.store import Store
 from signals.replay import ecg_reference, ecg_requests
 
 ADMIN = "security-admin-token-0123456789abcdef"
@@ -32,41 +33,36 @@ PATH_VALUES = {"modality": "ecg", "patient_id": "sec-1", "window_id": "1", "labe
 MARKER = "zqx7"  # in every string a request carries into the store
 
 
-class RecordingConnection:
-    """The store's connection, recording the SQL text of every statement (before parameters are bound)."""
+class RecordingConnection(sqlite3.Connection):
+    """A connection that records the SQL text of every statement, before any parameter is bound."""
 
-    def __init__(self, connection: sqlite3.Connection, statements: list[str]):
-        self._connection = connection
-        self._statements = statements
+    statements: ClassVar[list[str]] = []
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._statements.append(sql)
-        return self._connection.execute(sql, *args)
+        self.statements.append(sql)
+        return super().execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self.statements.append(sql)
+        return super().executemany(sql, *args)
 
     def executescript(self, script: str) -> sqlite3.Cursor:
-        self._statements.append(script)
-        return self._connection.executescript(script)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection, name)
+        self.statements.append(script)
+        return super().executescript(script)
 
 
 @pytest.fixture(scope="module")
 def statements() -> list[str]:
-    return []
+    return RecordingConnection.statements
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, statements: list[str]) -> Iterator[TestClient]:
-    class RecordingStore(Store):
-        def __init__(self, path: Path | str):
-            super().__init__(path)
-            self.conn = self.db.conn = RecordingConnection(self.conn, statements)  # type: ignore[assignment]
-
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The app on a temporary database; every connection the store opens records its statements."""
     db = tmp_path_factory.mktemp("security") / "biofo.db"
     settings = Settings(db=db, admin_token=ADMIN, max_body_bytes=MAX_BODY)
     patch = pytest.MonkeyPatch()
-    patch.setattr(server, "Store", RecordingStore)
+    patch.setattr(store_module.sqlite3, "connect", partial(sqlite3.connect, factory=RecordingConnection))
     try:
         with TestClient(server.create_app(settings), base_url="http://127.0.0.1") as test_client:
             yield test_client
