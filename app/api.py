@@ -312,7 +312,7 @@ def prequential_trend(
 @router.get("/models/{modality}/{patient_id}/checkpoints", response_model=CheckpointsOut, responses=error_responses(404))
 def list_checkpoints(modality: Modality, patient_id: str, request: Request, token: Clinician) -> CheckpointsOut:
     live = _live(request, modality, patient_id)
-    rows = request.app.state.store.checkpoints(live.row.id)
+    rows = request.app.state.registry.checkpoints(live)
     return CheckpointsOut(checkpoints=[CheckpointOut(**{k: row[k] for k in CheckpointOut.model_fields}) for row in rows])
 
 
@@ -324,7 +324,7 @@ def rollback(modality: Modality, patient_id: str, body: RollbackIn, request: Req
     try:
         request.app.state.registry.rollback(live, body.version, body.replay_later_labels)
     except UnknownCheckpoint as error:
-        versions = sorted({row["version"] for row in request.app.state.store.checkpoints(live.row.id)})
+        versions = sorted({row["version"] for row in request.app.state.registry.checkpoints(live)})
         raise _unprocessable(["version"], f"no checkpoint holds version {body.version}; checkpointed versions: {versions}") from error
     return model_summary(request, live)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.base_models import BaseModel
+from app.checkpoint_writer import CheckpointWriter, Snapshot
 from app.energy import Meter
 from app.engine import Engine, load_learner
 from app.store import EnergyRecord, LabelRow, ModelRow, NewCheckpoint, Store
@@ -91,6 +92,11 @@ class Registry:
         self._models: dict[int, LiveModel] = {}
         self._keys: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self.writer = CheckpointWriter(store)
+
+    def close(self) -> None:
+        """Write the periodic checkpoints still queued."""
+        self.writer.close()
 
     # Lookup and fork ---------------------------------------------------------------------------
 
@@ -178,7 +184,10 @@ class Registry:
                 return None
             update = self._learn(live, label, record=True)
             if live.updates_since_checkpoint >= self.checkpoint_every:
-                self._checkpoint(live, "periodic")
+                self.writer.submit(Snapshot(
+                    live.row.id, live.learner.version, live.applied_seq, "periodic", live.learner.dumps()
+                ))
+                live.updates_since_checkpoint = 0
             return update
 
     def _example(self, label: LabelRow, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +217,13 @@ class Registry:
 
     # Checkpoints and rollback ------------------------------------------------------------------
 
+    def checkpoints(self, live: LiveModel) -> list[dict]:
+        """The model's checkpoints, newest first, including every periodic one already due."""
+        self.writer.flush()
+        return self.store.checkpoints(live.row.id)
+
     def _checkpoint(self, live: LiveModel, reason: str) -> int:
+        self.writer.flush()
         checkpoint_id = self.store.insert_checkpoint(
             live.row.id, live.learner.version, live.applied_seq, reason, live.learner.dumps()
         )
@@ -231,11 +246,11 @@ class Registry:
         learned again on top, in order; without, the new checkpoint's ``label_seq`` covers them so a
         restart does not learn them either.
         """
-        target = next((c for c in self.store.checkpoints(live.row.id) if c["version"] == version), None)
-        if target is None:
-            raise UnknownCheckpoint(version)
-        blob = self.store.one("SELECT blob FROM checkpoints WHERE id = ?", (target["id"],))["blob"]
         with live.lock:
+            target = next((c for c in self.checkpoints(live) if c["version"] == version), None)
+            if target is None:
+                raise UnknownCheckpoint(version)
+            blob = self.store.one("SELECT blob FROM checkpoints WHERE id = ?", (target["id"],))["blob"]
             newest_label = self.store.one(
                 "SELECT COALESCE(MAX(id), 0) AS seq FROM labels WHERE model_id = ?", (live.row.id,)
             )["seq"]
@@ -266,6 +281,7 @@ class Registry:
         with live.lock:
             if self.store.is_retracted(label.id):
                 raise AlreadyRetracted(f"label {label.id} is already retracted")
+            self.writer.flush()
             before = live.learner.version
             if label.id > live.applied_seq:
                 row = self.store.insert_retraction(

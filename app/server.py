@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
             extractor.close()
             written = registry.checkpoint_all("shutdown")
             log.info("shutdown: %d checkpoints written", written)
+            registry.close()
             meter.close()
             store.close()
 

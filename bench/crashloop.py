@@ -8,8 +8,10 @@ of the last accepted segment with the stored windows); a label POST that died ma
 committed (it is one transaction), so the device first asks which of its windows carry a label
 (``GET /v1/windows?labeled=true``) and sends only the missing ones. Kill moments come from a seeded
 generator: the steps (a segment POST or a label POST) during which a kill is armed are drawn from the
-first 90 % of the script (a step waits while the previous kill is still armed), and each kill fires ``kill_window`` seconds (uniform) after its step starts,
-so every kill lands while the script runs, however fast or slow the machine is.
+first 90 % of the script (a step waits while the previous kill is still armed), and each kill fires
+``kill_window`` seconds (uniform) after its step starts. On a fast machine the script can end before
+every kill was armed; those kills then hit the daemon while it learns the last labels, so a run
+always has exactly ``kills`` kills.
 
 At the end the daemon gets SIGTERM, which must exit 0 with every label in a checkpoint, and the
 databases of both runs are compared: newest checkpoint weights bit for bit, every window's features,
@@ -113,8 +115,16 @@ class Device:
 
 
 def _arm(daemon: LocalDaemon, delay: float) -> threading.Timer:
-    """SIGKILL this daemon process (never a later one) after ``delay`` seconds."""
-    timer = threading.Timer(delay, daemon.process.kill)  # type: ignore[union-attr]
+    """SIGKILL this daemon process (never a later one) after ``delay`` seconds, and reap it, so that
+    once the timer has finished ``poll()`` tells the truth."""
+    process = daemon.process
+    assert process is not None
+
+    def kill() -> None:
+        process.kill()
+        process.wait()
+
+    timer = threading.Timer(delay, kill)
     timer.daemon = True
     timer.start()
     return timer
@@ -167,6 +177,10 @@ def replay(
         timer.join()
     if daemon.process is not None and daemon.process.poll() is not None:
         result.kills += 1  # the last kill fell after the script's last answer
+        daemon.start()
+    for _ in kill_steps:  # kills the script ended too soon to arm: they hit the daemon while it learns
+        _arm(daemon, rng.uniform(*kill_window)).join()
+        result.kills += 1
         daemon.start()
     _wait_applied(daemon)
     result.sigterm_status = daemon.stop(signal.SIGTERM)
