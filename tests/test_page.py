@@ -281,21 +281,22 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
 
 def test_cookie_writes_need_this_origin(served: Served) -> None:
     url = served.daemon.url
-    with httpx.Client(base_url=url, timeout=30.0) as client:
+    cookie = {SESSION_COOKIE: served.clinician}
+    with httpx.Client(base_url=url, timeout=30.0) as client, \
+            httpx.Client(base_url=url, timeout=30.0, cookies=cookie) as cookied:
         signed_in = client.post("/login", data={"token": served.clinician}, headers={"Origin": url})
         assert signed_in.status_code == 303
-        cookie = {SESSION_COOKIE: served.clinician}
         body = {"labels": [{"window_id": 10**9, "label": "N", "labeled_by": "x"}]}
-        foreign = client.post("/v1/labels", json=body, cookies=cookie, headers={"Origin": "http://evil.example"})
+        foreign = cookied.post("/v1/labels", json=body, headers={"Origin": "http://evil.example"})
         assert foreign.status_code == 403 and "cross-origin" in foreign.json()["detail"]
-        assert client.post("/v1/labels", json=body, cookies=cookie).status_code == 403  # neither Origin nor Referer
-        referer = client.post("/v1/labels", json=body, cookies=cookie, headers={"Referer": f"{url}/patients/ecg/x"})
+        assert cookied.post("/v1/labels", json=body).status_code == 403  # neither Origin nor Referer
+        referer = cookied.post("/v1/labels", json=body, headers={"Referer": f"{url}/patients/ecg/x"})
         assert referer.status_code == 404  # past the origin check, stopped by the unknown window
-        assert client.post("/v1/labels", json=body, cookies=cookie, headers={"Origin": url}).status_code == 404
+        assert cookied.post("/v1/labels", json=body, headers={"Origin": url}).status_code == 404
         bearer = {"Authorization": f"Bearer {served.clinician}"}
         assert client.post("/v1/labels", json=body, headers=bearer).status_code == 404  # no cookie, no CSRF
-        assert client.post("/v1/labels/1/undo", cookies=cookie, headers={"Origin": "http://evil.example"}).status_code == 403
-        assert client.post("/logout", cookies=cookie, headers={"Origin": "http://evil.example"}).status_code == 403
+        assert cookied.post("/v1/labels/1/undo", headers={"Origin": "http://evil.example"}).status_code == 403
+        assert cookied.post("/logout", headers={"Origin": "http://evil.example"}).status_code == 403
         assert client.post("/login", data={"token": served.device}, headers={"Origin": url}).status_code == 403
 
         # Over plain http to an address other than loopback the cookie cannot be Secure (the browser
