@@ -4,10 +4,10 @@ A checkpoint is a snapshot (version, ``label_seq``, blob) taken by the update wo
 update that makes it due; only the write (about 1 MB and an fsync) happens here. After each write
 the writer rests as long as the write took, unless someone is waiting in ``flush``: many patients
 due at once must not hold the database's one write lock for seconds while labels and windows
-queue behind it. A snapshot lost to
-a crash before it is written costs nothing but a longer replay: the invariant "newest checkpoint +
-replay of the labels after it" holds for every row that was written. Anything that reads checkpoints
-or writes one of its own calls ``flush`` first, so rows keep the order their snapshots were taken in.
+queue behind it. A snapshot lost to a crash before it is written costs nothing but a longer replay:
+the invariant "newest checkpoint + replay of the labels after it" holds for every row that was
+written. Anything that reads checkpoints or writes one of its own calls ``flush`` first, so rows
+keep the order their snapshots were taken in.
 """
 
 from __future__ import annotations
@@ -16,26 +16,16 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
-from app.store import Store, StoreUnavailable
+from app.store import NewCheckpoint, Store, StoreUnavailable
 
 log = logging.getLogger("biofo.checkpoints")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    model_id: int
-    version: int
-    label_seq: int
-    reason: str
-    blob: bytes
 
 
 class CheckpointWriter:
     def __init__(self, store: Store):
         self.store = store
-        self._queue: queue.Queue[Snapshot | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, NewCheckpoint] | None] = queue.Queue()
         self._submitted = 0
         self._done = 0
         self._flushing = 0
@@ -43,10 +33,10 @@ class CheckpointWriter:
         self._thread = threading.Thread(target=self._run, name="biofo-checkpoint-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, snapshot: Snapshot) -> None:
+    def submit(self, model_id: int, snapshot: NewCheckpoint) -> None:
         with self._progress:
             self._submitted += 1
-        self._queue.put(snapshot)
+        self._queue.put((model_id, snapshot))
 
     def flush(self) -> None:
         """Return once every snapshot submitted before this call is written (or refused by the store)."""
@@ -63,17 +53,18 @@ class CheckpointWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        while (snapshot := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            model_id, snapshot = item
             started = time.monotonic()
             try:
                 self.store.insert_checkpoint(
-                    snapshot.model_id, snapshot.version, snapshot.label_seq, snapshot.reason, snapshot.blob
+                    model_id, snapshot.version, snapshot.label_seq, snapshot.reason, snapshot.blob
                 )
             except StoreUnavailable as error:
                 log.error("checkpoint of model %s at version %s not written (the labels since the"
-                          " previous one will be replayed): %s", snapshot.model_id, snapshot.version, error)
+                          " previous one will be replayed): %s", model_id, snapshot.version, error)
             except Exception:  # the writer must outlive one bad row; the labels stay replayable
-                log.exception("checkpoint of model %s at version %s not written", snapshot.model_id, snapshot.version)
+                log.exception("checkpoint of model %s at version %s not written", model_id, snapshot.version)
             with self._progress:
                 self._done += 1
                 self._progress.notify_all()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.base_models import BaseModel
-from app.checkpoint_writer import CheckpointWriter, Snapshot
+from app.checkpoint_writer import CheckpointWriter
 from app.energy import Meter
 from app.engine import Engine, load_learner
 from app.store import EnergyRecord, LabelRow, ModelRow, NewCheckpoint, Store
@@ -184,9 +184,7 @@ class Registry:
                 return None
             update = self._learn(live, label, record=True)
             if live.updates_since_checkpoint >= self.checkpoint_every:
-                self.writer.submit(Snapshot(
-                    live.row.id, live.learner.version, live.applied_seq, "periodic", live.learner.dumps()
-                ))
+                self.writer.submit(live.row.id, self._snapshot(live, "periodic"))
                 live.updates_since_checkpoint = 0
             return update
 
@@ -222,10 +220,15 @@ class Registry:
         self.writer.flush()
         return self.store.checkpoints(live.row.id)
 
+    @staticmethod
+    def _snapshot(live: LiveModel, reason: str) -> NewCheckpoint:
+        return NewCheckpoint(live.learner.version, live.applied_seq, reason, live.learner.dumps())
+
     def _checkpoint(self, live: LiveModel, reason: str) -> int:
         self.writer.flush()
+        snapshot = self._snapshot(live, reason)
         checkpoint_id = self.store.insert_checkpoint(
-            live.row.id, live.learner.version, live.applied_seq, reason, live.learner.dumps()
+            live.row.id, snapshot.version, snapshot.label_seq, snapshot.reason, snapshot.blob
         )
         live.updates_since_checkpoint = 0
         return checkpoint_id

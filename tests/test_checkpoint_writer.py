@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from app.checkpoint_writer import CheckpointWriter, Snapshot
-from app.store import Store, StoreUnavailable
+from app.checkpoint_writer import CheckpointWriter
+from app.store import NewCheckpoint, Store, StoreUnavailable
 
 
 @pytest.fixture()
@@ -22,7 +22,7 @@ def test_flush_returns_once_every_snapshot_is_a_row_in_submission_order(store) -
     model = store.create_model("ecg", "bed-1", "base", "biofo", b"fork", 0)
     writer = CheckpointWriter(store)
     for version in (50, 100, 150):
-        writer.submit(Snapshot(model.id, version, version * 2, "periodic", bytes([version]) * 1000))
+        writer.submit(model.id, NewCheckpoint(version, version * 2, "periodic", bytes([version]) * 1000))
     writer.flush()
     rows = store.checkpoints(model.id, with_blob=True)
     assert [(r["version"], r["label_seq"], r["reason"]) for r in rows] == [
@@ -46,8 +46,8 @@ def test_a_refused_write_is_logged_and_neither_blocks_flush_nor_stops_the_writer
     monkeypatch.setattr(store, "insert_checkpoint", full_disk_once)
     writer = CheckpointWriter(store)
     with caplog.at_level(logging.ERROR, logger="biofo.checkpoints"):
-        writer.submit(Snapshot(model.id, 10, 10, "periodic", b"lost"))
-        writer.submit(Snapshot(model.id, 20, 20, "periodic", b"kept"))
+        writer.submit(model.id, NewCheckpoint(10, 10, "periodic", b"lost"))
+        writer.submit(model.id, NewCheckpoint(20, 20, "periodic", b"kept"))
         done = threading.Event()
         threading.Thread(target=lambda: (writer.flush(), done.set()), daemon=True).start()
         assert done.wait(10.0)
