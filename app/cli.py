@@ -26,8 +26,22 @@ class Command:
     emits_json: bool = True
 
 
+class _ListOption(argparse.Action):
+    """A list option that takes ``a b`` as well as ``a,b`` (and a mix of both)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        items = [item for value in values for item in value.split(",") if item]
+        if not items:
+            parser.error(f"{option_string} needs at least one name")
+        setattr(namespace, self.dest, items)
+
+
+def _list_option(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    parser.add_argument(name, nargs="+", action=_ListOption, default=None, help=f"{help} (a b or a,b)")
+
+
 def _records(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", nargs="+", default=None, help="MIT-BIH record names")
+    _list_option(parser, "--records", "MIT-BIH record names")
 
 
 def _out(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +50,7 @@ def _out(parser: argparse.ArgumentParser) -> None:
 
 def _bench_rules(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["mitbih", "chbmit"], required=True)
-    parser.add_argument("--rules", nargs="+", default=None)
+    _list_option(parser, "--rules", "learning rules")
     parser.add_argument("--quick", action="store_true", help="small subset, for the test suite")
     _out(parser)
 
@@ -134,17 +148,24 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+# Sub-command groups store the chosen word under a private name: a group called ``token`` must not
+# shadow the ``--token`` option of another command.
+_GROUP_DEST = "_group "
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biofo", description=__doc__.splitlines()[0])
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
-        (): parser.add_subparsers(dest="command", required=True)
+        (): parser.add_subparsers(dest=_GROUP_DEST, required=True, metavar="command")
     }
     for command in COMMANDS:
         for depth in range(1, len(command.words)):
             prefix = command.words[:depth]
             if prefix not in groups:
                 group = groups[prefix[:-1]].add_parser(prefix[-1])
-                groups[prefix] = group.add_subparsers(dest="_".join(prefix), required=True)
+                groups[prefix] = group.add_subparsers(
+                    dest=_GROUP_DEST + " ".join(prefix), required=True, metavar="command"
+                )
         sub = groups[command.words[:-1]].add_parser(command.words[-1], help=command.help)
         command.arguments(sub)
         if command.emits_json:
@@ -153,33 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(target: str) -> Callable[..., Any]:
+def resolve(target: str) -> Callable[..., Any]:
     module_name, function_name = target.split(":")
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command: Command = args._command
-    options = {
-        key: value
-        for key, value in vars(args).items()
-        if not key.startswith("_") and key not in {"command", "json"} and key not in _group_keys()
-    }
+def parse(argv: list[str] | None) -> tuple[Command, dict[str, Any], bool]:
+    """The command named by ``argv``, the keyword arguments its function takes, and ``--json``."""
+    args = vars(build_parser().parse_args(argv))
+    command: Command = args["_command"]
+    options = {key: value for key, value in args.items() if not key.startswith("_") and key != "json"}
     options["progress"] = sys.stdout.isatty()
-    result = _resolve(command.target)(**options)
+    return command, options, bool(args.get("json"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    command, options, as_json = parse(argv)
+    result = resolve(command.target)(**options)
     if command.emits_json:
-        if args.json:
-            print(json.dumps(result, default=float))
-        else:
-            print(json.dumps(result, indent=2, default=float))
+        print(json.dumps(result, default=float) if as_json else json.dumps(result, indent=2, default=float))
         if isinstance(result, dict) and result.get("ok") is False:
             return 1
     return 0
-
-
-def _group_keys() -> set[str]:
-    return {"_".join(c.words[:depth]) for c in COMMANDS for depth in range(1, len(c.words))}
 
 
 if __name__ == "__main__":

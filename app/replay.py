@@ -4,6 +4,10 @@ windows of the first minutes from the reference annotations as a clinician would
 The summary compares, on the unlabelled rest of the record, the daemon's predictions with the
 reference: per-class sensitivity and positive predictivity for ECG (VEB = V, SVEB = S), window
 sensitivity, false alarms and detection latency for EEG.
+
+The token must admit what the replay does: a device token suffices with ``--label-minutes 0``;
+labelling, and reading the model's figures afterwards, takes a clinician's rights as well (an
+admin token has both). A refusal ends the replay with the daemon's own reason.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tqdm import tqdm
 
+from app.client import ApiError, Client
 from signals import replay as sources
 from signals.eeg_features import EEG_WINDOW_S
 
@@ -77,13 +81,21 @@ def run(
     progress: bool = False,
 ) -> dict[str, Any]:
     source = open_source(path, patient_id, minutes)
-    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        return _replay(source, Client(url, token), label_minutes, speed, progress)
+    except ApiError as refused:
+        raise SystemExit(f"biofo replay: {refused}") from refused
+
+
+def _replay(source: Source, client: Client, label_minutes: float, speed: str, progress: bool) -> dict[str, Any]:
     labelled, rest = Tally(), Tally()
     windows = labels = 0
     latencies: list[float] = []
     started = time.monotonic()
     last_seq = 0
-    with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
+    model: dict[str, Any] | None = None
+    answered_version: int | None = None
+    with client:
         for body in tqdm(source.requests, desc="replay", unit="segment", disable=not progress):
             if speed == "1":
                 # Real time: a segment is sent once the device would have recorded all of it.
@@ -92,11 +104,10 @@ def run(
                 if delay > 0:
                     time.sleep(delay)
             sent = time.perf_counter()
-            response = client.post("/v1/windows", json=body)
-            response.raise_for_status()
+            out = client.post_segment(body)
             latencies.append((time.perf_counter() - sent) * 1000.0)
-            out = response.json()["windows"]
             windows += len(out)
+            answered_version = out[-1]["model_version"] if out else answered_version
             to_label = []
             for window in out:
                 reference = source.reference.label_at(window["offset_s"])
@@ -108,19 +119,21 @@ def run(
                 else:
                     rest.add(window["offset_s"], reference, window["predicted"])
             if to_label:
-                answer = client.post("/v1/labels", json={"labels": to_label})
-                answer.raise_for_status()
-                labels += answer.json()["accepted"]
-                last_seq = answer.json()["update_seq"]
-        model = _wait_applied(client, source, last_seq)
+                accepted = client.post_labels(to_label)
+                labels += accepted.accepted
+                last_seq = accepted.update_seq
+        if labels:
+            model = client.wait_applied(source.modality, source.patient_id, last_seq)
     summary: dict[str, Any] = {
         "modality": source.modality,
         "patient_id": source.patient_id,
         "windows": windows,
         "labels": labels,
-        "updates": model["updates_applied"],
-        "model_version": model["version"],
-        "prequential_accuracy": model["prequential"]["accuracy"],
+        # Without labels there is nothing to learn or to score prequentially, and a device token
+        # may not read the model: the figures come from the answers alone.
+        "updates": model["updates_applied"] if model else 0,
+        "model_version": model["version"] if model else answered_version,
+        "prequential_accuracy": model["prequential"]["accuracy"] if model else None,
         "labelled_accuracy": labelled.accuracy(),
         "p50_post_ms": statistics.median(latencies) if latencies else None,
     }
@@ -152,15 +165,3 @@ def eeg_rest(rest: Tally) -> dict[str, Any]:
         "seizure_windows": len(seizure),
         "background_windows": len(background),
     }
-
-
-def _wait_applied(client: httpx.Client, source: Source, seq: int, timeout: float = 120.0) -> dict[str, Any]:
-    """The model once every label sent has been applied."""
-    deadline = time.monotonic() + timeout
-    while True:
-        model = client.get(f"/v1/models/{source.modality}/{source.patient_id}")
-        model.raise_for_status()
-        body = model.json()
-        if body["applied_seq"] >= seq or time.monotonic() > deadline:
-            return body
-        time.sleep(0.1)

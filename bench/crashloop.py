@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from bench.local_daemon import LocalDaemon
+from app.client import LocalDaemon
 from models import checkpoint
 from signals.replay import ecg_reference, ecg_requests
 

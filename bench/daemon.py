@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from bench.local_daemon import ADMIN_TOKEN, LocalDaemon, rss_mib
+from app.client import LocalDaemon
 from signals.mitbih import NON_PACED
 from signals.replay import ECG_SEGMENT_S, ecg_reference, ecg_requests
 
@@ -45,6 +45,34 @@ MAX_STREAMS = 1000
 MAX_DURATION_S = 3600.0
 RSS_EVERY_S = 5.0
 LABELER = "bench (reference annotations)"
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process and all its descendants (the feature-extraction workers), from
+    ``/proc/PID/status`` (VmRSS, kB). Pages shared between them are counted once per process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            own = int(line.split()[1]) / 1024.0
+            break
+    else:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    total = own
+    for child in _children(pid):
+        try:
+            total += rss_mib(child)
+        except (FileNotFoundError, RuntimeError):
+            continue  # it exited while being read
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+    return found
 
 
 @cache
@@ -165,10 +193,9 @@ def wait_applied(daemon: LocalDaemon, streams: list[Stream], timeout: float = 60
     """Until every model has applied the labels its clinician got accepted."""
     pending = {s.patient_id: max(s.label_ids) for s in streams if s.label_ids}
     deadline = time.monotonic() + timeout
-    with daemon.client(ADMIN_TOKEN) as admin:
+    with daemon.client() as admin:
         while pending and time.monotonic() < deadline:
-            models = admin.get("/v1/models").json()["models"]
-            applied = {m["patient_id"]: m["applied_seq"] for m in models}
+            applied = {m["patient_id"]: m["applied_seq"] for m in admin.models()}
             pending = {p: seq for p, seq in pending.items() if applied.get(p, 0) < seq}
             time.sleep(0.5)
 

@@ -22,7 +22,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.local_daemon import ADMIN_TOKEN, LocalDaemon
+from app.client import LOCAL_ADMIN_TOKEN as ADMIN_TOKEN
+from app.client import LocalDaemon
 from signals.aami import AAMI_CLASSES
 from signals.datafiles import require
 from signals.eeg_features import EEG_CLASSES

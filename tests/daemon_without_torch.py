@@ -23,7 +23,6 @@ import importlib.abc
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 PATIENT = "bed-ort"
@@ -40,16 +39,6 @@ class NoTorch(importlib.abc.MetaPathFinder):
         if name.split(".")[0] == "torch":
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
-
-
-def _wait_applied(client, seq: int, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = client.get(f"/v1/models/ecg/{PATIENT}").json()
-        if model["applied_seq"] >= seq:
-            return model
-        time.sleep(0.05)
-    raise AssertionError(f"labels up to {seq} not applied within {timeout} s")
 
 
 def _label(client, windows: list[dict]) -> int:
@@ -76,6 +65,10 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
+    from app.client import V1Calls
+
+    class InProcess(V1Calls, TestClient):
+        """The daemon's app in this process, with the v1 calls."""
     from app.server import create_app
     from app.settings import Settings
     from signals.replay import ecg_requests
@@ -84,7 +77,7 @@ def main() -> int:
     bodies = list(ecg_requests(RECORD, minutes=RESTART_MINUTES, patient_id=PATIENT))
     learn_bodies = [body for body in bodies if body["start"] < 60.0 * LEARN_MINUTES]
     app = create_app(settings)
-    client = TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    client = InProcess(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     client.__enter__()  # the lifespan: store, restore and replay, update worker
     summary: dict[str, object] = {"engine": app.state.registry.engine}
     if args.phase == "learn":
@@ -106,7 +99,7 @@ def main() -> int:
             assert response.status_code == 201, response.text
             windows += response.json()["windows"]
         seq = _label(client, windows)
-    model = _wait_applied(client, seq)
+    model = client.wait_applied("ecg", PATIENT, seq)
     onnx_blob = client.get(f"/v1/models/ecg/{PATIENT}/onnx").content
     summary.update(
         version=model["version"], applied_seq=model["applied_seq"],

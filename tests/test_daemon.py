@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
 
 import numpy as np
 import pytest
@@ -35,16 +34,6 @@ def post_all(client, bodies) -> list[dict]:
     return windows
 
 
-def wait_applied(client, modality: str, patient_id: str, seq: int, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = client.get(f"/v1/models/{modality}/{patient_id}").json()
-        if model["applied_seq"] >= seq:
-            return model
-        time.sleep(0.05)
-    raise AssertionError(f"labels up to {seq} not applied within {timeout} s: {model}")
-
-
 def label_bodies(windows: list[dict], record: str) -> list[dict]:
     reference = ecg_reference(record)
     labels = []
@@ -72,7 +61,7 @@ def test_ecg_labels_update_the_patient_model_in_place(daemon):
         labels = label_bodies(windows[:40], "208")
         accepted = doc.post("/v1/labels", json={"labels": labels})
         assert accepted.status_code == 202
-        model = wait_applied(doc, "ecg", "bed-7", accepted.json()["update_seq"])
+        model = doc.wait_applied("ecg", "bed-7", accepted.json()["update_seq"])
         assert model["version"] == len(labels)
         assert model["updates_applied"] == len(labels)
         assert model["labels_pending"] == 0
@@ -107,7 +96,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(daemon):
     with daemon.client() as admin:
         windows = post_all(admin, ecg_requests("119", minutes=0.5, patient_id="p119"))
         seq = admin.post("/v1/labels", json={"labels": label_bodies(windows, "119")}).json()["update_seq"]
-        wait_applied(admin, "ecg", "p119", seq)
+        admin.wait_applied("ecg", "p119", seq)
     assert daemon.stop(signal.SIGTERM) == 0
     with sqlite3.connect(daemon.db) as conn:
         reasons = [r for (r,) in conn.execute("SELECT reason FROM checkpoints ORDER BY id")]
@@ -134,7 +123,7 @@ def test_kill_9_loses_nothing_and_replays_bit_identically(tmp_path):
         with daemon.client() as client:
             windows = post_all(client, bodies[half:])
             last = client.post("/v1/labels", json={"labels": label_bodies(windows, "208")}).json()
-            model = wait_applied(client, "ecg", "bed-9", last["update_seq"])
+            model = client.wait_applied("ecg", "bed-9", last["update_seq"])
         assert daemon.stop(signal.SIGTERM) == 0
         return newest_weights(daemon.db), model["version"]
 
@@ -160,7 +149,7 @@ def test_rollback_keeps_labels_and_can_replay_them(tmp_path):
             windows = post_all(admin, ecg_requests("100", minutes=0.5, patient_id="p100"))
             labels = label_bodies(windows, "100")[:12]
             seq = admin.post("/v1/labels", json={"labels": labels}).json()["update_seq"]
-            wait_applied(admin, "ecg", "p100", seq)
+            admin.wait_applied("ecg", "p100", seq)
             versions = [c["version"] for c in admin.get("/v1/models/ecg/p100/checkpoints").json()["checkpoints"]]
             assert versions == [10, 5, 0]
             missing = admin.post("/v1/models/ecg/p100/rollback", json={"version": 3})

@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.client import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 X86 = REPO / "docker" / "Dockerfile"
@@ -128,12 +128,6 @@ def build_context(stage: list[Instruction], into: Path) -> None:
                 out = target / path.relative_to(REPO / source)
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, out)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def healthz_status(port: int) -> int | None:

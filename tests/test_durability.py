@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bench import crashloop
-from bench.local_daemon import ADMIN_TOKEN
+from app.client import LOCAL_ADMIN_TOKEN as ADMIN_TOKEN
 from signals.replay import ecg_requests
 from tests.conftest import Daemon, start_daemon
 
