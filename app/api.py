@@ -169,11 +169,7 @@ def get_window(window_id: RowId, request: Request, token: Clinician) -> WindowDe
     row = store.window(window_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no window with id {window_id}")
-    labels = store.query(
-        "SELECT l.id, l.label, l.labeled_by, l.at, r.id IS NOT NULL AS retracted FROM labels l"
-        " LEFT JOIN retractions r ON r.label_id = l.id WHERE l.window_id = ? ORDER BY l.id",
-        (window_id,),
-    )
+    labels = store.label_history(window_id)
     samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
     latest = next((label for label in reversed(labels) if not label["retracted"]), None)
     from signals.ecg_features import ECG_FS
@@ -237,17 +233,12 @@ def undo_label(label_id: RowId, request: Request, token: Clinician, body: UndoIn
     state.metrics.model_version.labels(row["modality"], row["patient_id"]).set(done.version_after)
     if done.energy_source is not None:
         state.metrics.joules.labels("update", done.energy_source).inc(done.joules)
-    in_force = state.store.one(
-        "SELECT label FROM labels WHERE window_id = ? AND id NOT IN (SELECT label_id FROM retractions)"
-        " ORDER BY id DESC LIMIT 1",
-        (label.window_id,),
-    )
     return UndoOut(
         label_id=label.id, window_id=label.window_id, retraction_id=done.id,
         version_before=done.version_before, version_after=done.version_after,
         rebuilt_from_version=done.rebuilt_from_version, replayed=done.replayed, duration_s=done.duration_s,
         joules=done.joules, energy_source=done.energy_source,
-        window_label=in_force["label"] if in_force else None,
+        window_label=state.store.label_in_force(label.window_id),
     )
 
 
@@ -269,15 +260,10 @@ def model_summary(request: Request, live: LiveModel) -> ModelOut:
         if row["predicted"] == row["label"]:
             per_class[row["label"]]["correct"] += 1
             correct += 1
-    newest = state.store.one(
-        "SELECT COALESCE(MAX(id), 0) AS seq, COUNT(*) AS n FROM labels WHERE model_id = ? AND id > ?"
-        " AND id NOT IN (SELECT label_id FROM retractions)",
-        (live.row.id, live.applied_seq),
-    )
     return ModelOut(
         modality=live.row.modality, patient_id=live.row.patient_id, version=live.learner.version,
         rule=live.learner.rule, base=live.row.base, updates_applied=state.store.count_updates(live.row.id),
-        labels_pending=int(newest["n"]), applied_seq=live.applied_seq,
+        labels_pending=state.store.count_labels_after(live.row.id, live.applied_seq), applied_seq=live.applied_seq,
         prequential=Prequential(accuracy=correct / len(rows) if rows else None, n=len(rows), per_class=per_class),
     )
 
@@ -354,25 +340,14 @@ def energy_rows(
     phase: Literal["inference", "update"] | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> EnergyOut:
-    where, params = "e.at >= ?", [since]
-    if phase is not None:
-        where += " AND e.phase = ?"
-        params.append(phase)
-    rows = request.app.state.store.query(
-        "SELECT e.id, e.at, e.phase, m.modality, m.patient_id, e.n, e.duration_s, e.joules, e.source, e.rail,"
-        f" e.total FROM energy e LEFT JOIN models m ON m.id = e.model_id WHERE {where} ORDER BY e.id LIMIT ?",
-        [*params, limit],
-    )
+    rows = request.app.state.store.energy_rows(since, phase, limit)
     return EnergyOut(energy=[EnergyRow(**row) for row in rows])
 
 
 @router.get("/energy/summary", response_model=EnergySummaryOut)
 def energy_summary(request: Request, token: Clinician) -> EnergySummaryOut:
     """Totals per phase and source; figures from different sources are never added together."""
-    rows = request.app.state.store.query(
-        "SELECT phase, source, rail, SUM(n) AS n, COUNT(*) AS rows, SUM(joules) AS joules,"
-        " SUM(duration_s) AS duration_s FROM energy GROUP BY phase, source, rail ORDER BY phase, source"
-    )
+    rows = request.app.state.store.energy_totals()
     return EnergySummaryOut(
         totals=[EnergyTotal(**row, joules_per_item=row["joules"] / row["n"] if row["n"] else None) for row in rows]
     )

@@ -57,9 +57,7 @@ class CheckpointWriter:
             model_id, snapshot = item
             started = time.monotonic()
             try:
-                self.store.insert_checkpoint(
-                    model_id, snapshot.version, snapshot.label_seq, snapshot.reason, snapshot.blob
-                )
+                self.store.insert_checkpoint(model_id, snapshot)
             except StoreUnavailable as error:
                 log.error("checkpoint of model %s at version %s not written (the labels since the"
                           " previous one will be replayed): %s", model_id, snapshot.version, error)

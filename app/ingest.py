@@ -144,11 +144,7 @@ class Ingestor:
         ), True
 
     def _stored(self, live: LiveModel, body: WindowsIn) -> WindowsOut:
-        rows = self.store.query(
-            "SELECT w.id, w.offset_s, p.class, p.probabilities, p.model_version FROM windows w"
-            " JOIN predictions p ON p.window_id = w.id WHERE w.model_id = ? AND w.start = ? ORDER BY w.id",
-            (live.row.id, body.start),
-        )
+        rows = self.store.segment_windows(live.row.id, body.start)
         return WindowsOut(windows=[
             WindowOut(id=row["id"], modality=body.modality, patient_id=body.patient_id, offset_s=row["offset_s"],
                       predicted=row["class"], probabilities=json.loads(row["probabilities"]),

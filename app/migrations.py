@@ -127,6 +127,28 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX retractions_model ON retractions (model_id, id);
     """,
+    # 3: the labels an update learned move from a JSON text column into a link table, indexed both
+    # ways, so "which update learned label L" is a lookup, not a text match per label; a checkpoint's
+    # kind becomes a column instead of a prefix of its free-text reason.
+    """
+    CREATE TABLE update_labels (
+        update_seq INTEGER NOT NULL REFERENCES updates(seq),
+        label_id INTEGER NOT NULL REFERENCES labels(id),
+        PRIMARY KEY (update_seq, label_id)
+    );
+    CREATE INDEX update_labels_label ON update_labels (label_id, update_seq);
+    INSERT INTO update_labels (update_seq, label_id)
+        SELECT u.seq, CAST(j.value AS INTEGER) FROM updates u, json_each(u.label_ids) j;
+    ALTER TABLE updates DROP COLUMN label_ids;
+    ALTER TABLE checkpoints ADD COLUMN kind TEXT NOT NULL DEFAULT 'periodic'
+        CHECK (kind IN ('fork', 'periodic', 'shutdown', 'rollback', 'undo'));
+    UPDATE checkpoints SET kind = CASE
+        WHEN reason = 'fork' THEN 'fork'
+        WHEN reason = 'shutdown' THEN 'shutdown'
+        WHEN reason LIKE 'rollback to %' THEN 'rollback'
+        WHEN reason LIKE 'undo label %' THEN 'undo'
+        ELSE 'periodic' END;
+    """,
 )
 
 

@@ -23,7 +23,6 @@ from app.store import EnergyRecord, LabelRow, ModelRow, NewCheckpoint, Store
 
 log = logging.getLogger("biofo.registry")
 
-ROLLBACK_REASON = "rollback to"
 
 
 class UnknownCheckpoint(LookupError):
@@ -160,8 +159,7 @@ class Registry:
 
     def _load_checkpoint(self, meta: dict) -> Engine | None:
         """The learner a checkpoint row holds, or None (logged) if it is corrupt or will not load."""
-        blob_row = self.store.one("SELECT blob FROM checkpoints WHERE id = ?", (meta["id"],))
-        blob = bytes(blob_row["blob"]) if blob_row else b""
+        blob = self.store.checkpoint_blob(meta["id"])
         if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
             log.error("checkpoint %s of model %s is corrupt (sha256 mismatch); trying the previous one",
                       meta["id"], meta["model_id"])
@@ -221,24 +219,21 @@ class Registry:
         return self.store.checkpoints(live.row.id)
 
     @staticmethod
-    def _snapshot(live: LiveModel, reason: str) -> NewCheckpoint:
-        return NewCheckpoint(live.learner.version, live.applied_seq, reason, live.learner.dumps())
+    def _snapshot(live: LiveModel, kind: str, reason: str | None = None) -> NewCheckpoint:
+        return NewCheckpoint(live.learner.version, live.applied_seq, kind, reason or kind, live.learner.dumps())
 
-    def _checkpoint(self, live: LiveModel, reason: str) -> int:
+    def _checkpoint(self, live: LiveModel, kind: str, reason: str | None = None) -> int:
         self.writer.flush()
-        snapshot = self._snapshot(live, reason)
-        checkpoint_id = self.store.insert_checkpoint(
-            live.row.id, snapshot.version, snapshot.label_seq, snapshot.reason, snapshot.blob
-        )
+        checkpoint_id = self.store.insert_checkpoint(live.row.id, self._snapshot(live, kind, reason))
         live.updates_since_checkpoint = 0
         return checkpoint_id
 
-    def checkpoint_all(self, reason: str) -> int:
+    def checkpoint_all(self, kind: str) -> int:
         written = 0
         for live in self.all():
             with live.lock:
                 if live.updates_since_checkpoint:
-                    self._checkpoint(live, reason)
+                    self._checkpoint(live, kind)
                     written += 1
         return written
 
@@ -253,15 +248,12 @@ class Registry:
             target = next((c for c in self.checkpoints(live) if c["version"] == version), None)
             if target is None:
                 raise UnknownCheckpoint(version)
-            blob = self.store.one("SELECT blob FROM checkpoints WHERE id = ?", (target["id"],))["blob"]
-            newest_label = self.store.one(
-                "SELECT COALESCE(MAX(id), 0) AS seq FROM labels WHERE model_id = ?", (live.row.id,)
-            )["seq"]
-            restored = load_learner(bytes(blob), self.engine)
+            newest_label = self.store.newest_label_seq(live.row.id)
+            restored = load_learner(self.store.checkpoint_blob(target["id"]), self.engine)
             restored.version = live.learner.version + 1
             live.learner = restored
             live.applied_seq = int(target["label_seq"]) if replay_later_labels else int(newest_label)
-            self._checkpoint(live, f"{ROLLBACK_REASON} {version}")
+            self._checkpoint(live, "rollback", f"rollback to {version}")
             if replay_later_labels:
                 for label in self.store.labels_after(live.row.id, live.applied_seq):
                     self._learn(live, label, record=True)
@@ -305,7 +297,8 @@ class Registry:
                 joules=measurement.joules, source=measurement.source, rail=measurement.rail,
                 total=self.meter.total,
             )
-            checkpoint = NewCheckpoint(learner.version, live.applied_seq, f"undo label {label.id}", learner.dumps())
+            checkpoint = NewCheckpoint(learner.version, live.applied_seq, "undo", f"undo label {label.id}",
+                                       learner.dumps())
             row = self.store.insert_retraction(
                 label, token_id, retracted_by, before, learner.version, int(base["id"]), len(replay),
                 measurement.duration_s, checkpoint, energy,
@@ -325,7 +318,7 @@ class Registry:
         """
         retractions = self.store.retractions(live.row.id)
         for meta in self.store.checkpoints(live.row.id):
-            is_rollback = str(meta["reason"]).startswith(ROLLBACK_REASON)
+            is_rollback = meta["kind"] == "rollback"
             holds_label = meta["label_seq"] >= label_id
             stale = any(
                 r["checkpoint_id"] is not None and r["label_id"] <= meta["label_seq"] and r["checkpoint_id"] > meta["id"]

@@ -252,6 +252,7 @@ class CheckpointOut(BaseModel):
     id: int
     version: int
     label_seq: int
+    kind: Literal["fork", "periodic", "shutdown", "rollback", "undo"]
     reason: str
     sha256: str
     at: float

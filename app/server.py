@@ -75,7 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
         if replayed:
             log.info("replayed %d labels after the newest checkpoints", replayed)
         metrics = Metrics()
-        newest = store.one("SELECT COALESCE(MAX(id), 0) AS seq FROM labels")["seq"]
+        newest = store.newest_label_seq()
 
         def on_update(update: AppliedUpdate, label_to_update_s: float) -> None:
             live = registry.by_id(update.model_id)

@@ -98,7 +98,8 @@ EFFECTIVE_LABELS = (
 class NewCheckpoint:
     version: int
     label_seq: int
-    reason: str
+    kind: str  # fork, periodic, shutdown, rollback or undo: what a replay may or may not cross
+    reason: str  # for people: "rollback to 12", "undo label 40"
     blob: bytes
 
 
@@ -179,12 +180,13 @@ class Store:
                     self.conn.execute("ROLLBACK")
                 raise StoreUnavailable(f"database write failed: {error}") from error
 
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self._reader().query(sql, params))
 
-    def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
-        rows = self.query(sql, params)
+    def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
+        rows = self._query(sql, params)
         return rows[0] if rows else None
+
 
     # Tokens -------------------------------------------------------------------------------
 
@@ -200,11 +202,11 @@ class Store:
         return plaintext
 
     def has_admin(self) -> bool:
-        return self.one("SELECT 1 AS x FROM tokens WHERE role = 'admin' AND revoked_at IS NULL") is not None
+        return self._one("SELECT 1 AS x FROM tokens WHERE role = 'admin' AND revoked_at IS NULL") is not None
 
     def find_token(self, token: str) -> Token | None:
         digest = hash_token(token)
-        row = self.one(
+        row = self._one(
             "SELECT id, name, role, token_hash FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
             (digest,),
         )
@@ -216,20 +218,14 @@ class Store:
     # Models and streams --------------------------------------------------------------------
 
     def model(self, modality: str, patient_id: str) -> ModelRow | None:
-        row = self.one(
+        row = self._one(
             "SELECT id, modality, patient_id, base, rule FROM models WHERE modality = ? AND patient_id = ?",
             (modality, patient_id),
         )
         return ModelRow(**row) if row else None
 
-    def model_by_id(self, model_id: int) -> ModelRow:
-        row = self.one("SELECT id, modality, patient_id, base, rule FROM models WHERE id = ?", (model_id,))
-        if row is None:
-            raise KeyError(model_id)
-        return ModelRow(**row)
-
     def models(self) -> list[ModelRow]:
-        rows = self.query("SELECT id, modality, patient_id, base, rule FROM models ORDER BY id")
+        rows = self._query("SELECT id, modality, patient_id, base, rule FROM models ORDER BY id")
         return [ModelRow(**row) for row in rows]
 
     def create_model(self, modality: str, patient_id: str, base: str, rule: str, checkpoint: bytes, version: int) -> ModelRow:
@@ -240,11 +236,11 @@ class Store:
                 (modality, patient_id, base, rule, time.time()),
             )
             model_id = int(cursor.lastrowid)
-            self._insert_checkpoint(conn, model_id, version, 0, "fork", checkpoint)
+            self._insert_checkpoint(conn, model_id, NewCheckpoint(version, 0, "fork", "fork", checkpoint))
         return ModelRow(model_id, modality, patient_id, base, rule)
 
     def stream_state(self, model_id: int) -> dict[str, Any] | None:
-        row = self.one("SELECT state FROM streams WHERE model_id = ?", (model_id,))
+        row = self._one("SELECT state FROM streams WHERE model_id = ?", (model_id,))
         return json.loads(row["state"]) if row else None
 
     # Windows and predictions -----------------------------------------------------------------
@@ -300,8 +296,16 @@ class Store:
                 self._insert_energy(conn, energy, now)
         return ids
 
+    def segment_windows(self, model_id: int, start: float) -> list[dict[str, Any]]:
+        """The windows (with predictions) stored for the segment that began at ``start``."""
+        return self._query(
+            "SELECT w.id, w.offset_s, p.class, p.probabilities, p.model_version FROM windows w"
+            " JOIN predictions p ON p.window_id = w.id WHERE w.model_id = ? AND w.start = ? ORDER BY w.id",
+            (model_id, start),
+        )
+
     def window(self, window_id: int) -> dict[str, Any] | None:
-        return self.one(
+        return self._one(
             "SELECT w.*, p.model_version, p.class AS predicted, p.probabilities, p.margin, p.latency_ms"
             " FROM windows w JOIN predictions p ON p.window_id = w.id WHERE w.id = ?",
             (window_id,),
@@ -311,14 +315,14 @@ class Store:
         if not window_ids:
             return {}
         placeholders = ",".join("?" for _ in window_ids)
-        rows = self.query(
+        rows = self._query(
             f"SELECT id, model_id, modality, patient_id FROM windows WHERE id IN ({placeholders})",
             list(window_ids),
         )
         return {row["id"]: row for row in rows}
 
     def features(self, window_id: int) -> np.ndarray:
-        row = self.one("SELECT features FROM windows WHERE id = ?", (window_id,))
+        row = self._one("SELECT features FROM windows WHERE id = ?", (window_id,))
         if row is None:
             raise KeyError(window_id)
         return np.frombuffer(row["features"], dtype=np.float32).copy()
@@ -347,7 +351,7 @@ class Store:
         order_by = {"uncertainty": "p.margin ASC, w.id ASC", "time": "w.offset_s ASC, w.id ASC",
                     "recent": "w.id DESC"}[order]
         params.extend([limit, offset])
-        return self.query(
+        return self._query(
             "SELECT w.id, w.patient_id, w.modality, w.offset_s, w.received_at, p.class AS predicted,"
             " p.probabilities, p.margin, p.model_version, l.label, l.labeled_by, l.at AS labeled_at"
             " FROM windows w JOIN predictions p ON p.window_id = w.id"
@@ -372,41 +376,70 @@ class Store:
                 ids.append(int(cursor.lastrowid))
         return ids
 
+    def labels_from(self, after_id: int, limit: int) -> list[LabelRow]:
+        """Labels of every model accepted after ``after_id``, retracted or not, in acceptance order."""
+        rows = self._query(
+            "SELECT id, window_id, model_id, label, labeled_by, at FROM labels WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [LabelRow(**row) for row in rows]
+
+    def newest_label_seq(self, model_id: int | None = None) -> int:
+        """The id of the newest label accepted (for one model, or for all), 0 if none."""
+        if model_id is None:
+            return int(self._one("SELECT COALESCE(MAX(id), 0) AS seq FROM labels")["seq"])
+        return int(self._one("SELECT COALESCE(MAX(id), 0) AS seq FROM labels WHERE model_id = ?", (model_id,))["seq"])
+
+    def count_labels_after(self, model_id: int, label_seq: int) -> int:
+        """Labels in force accepted after ``label_seq``: what a model at that point has still to learn."""
+        return int(self._one(
+            "SELECT COUNT(*) AS n FROM labels WHERE model_id = ? AND id > ?"
+            " AND id NOT IN (SELECT label_id FROM retractions)",
+            (model_id, label_seq),
+        )["n"])
+
+    def label_history(self, window_id: int) -> list[dict[str, Any]]:
+        """Every label given to a window, oldest first, each with whether it was retracted."""
+        return self._query(
+            "SELECT l.id, l.label, l.labeled_by, l.at, r.id IS NOT NULL AS retracted FROM labels l"
+            " LEFT JOIN retractions r ON r.label_id = l.id WHERE l.window_id = ? ORDER BY l.id",
+            (window_id,),
+        )
+
+    def label_in_force(self, window_id: int) -> str | None:
+        """The newest label of a window that was not retracted."""
+        row = self._one(
+            "SELECT label FROM labels WHERE window_id = ? AND id NOT IN (SELECT label_id FROM retractions)"
+            " ORDER BY id DESC LIMIT 1",
+            (window_id,),
+        )
+        return row["label"] if row else None
+
     def labels_after(self, model_id: int, label_seq: int) -> list[LabelRow]:
-        rows = self.query(
+        rows = self._query(
             "SELECT id, window_id, model_id, label, labeled_by, at FROM labels"
             " WHERE model_id = ? AND id > ? AND id NOT IN (SELECT label_id FROM retractions) ORDER BY id",
             (model_id, label_seq),
         )
         return [LabelRow(**row) for row in rows]
 
-    def labels_pending(self) -> list[LabelRow]:
-        """Accepted labels without an update row, in acceptance order."""
-        rows = self.query(
-            "SELECT l.id, l.window_id, l.model_id, l.label, l.labeled_by, l.at FROM labels l"
-            " WHERE NOT EXISTS (SELECT 1 FROM updates u WHERE u.label_ids = '[' || l.id || ']')"
-            " AND l.id NOT IN (SELECT label_id FROM retractions)"
-            " ORDER BY l.id"
-        )
-        return [LabelRow(**row) for row in rows]
-
     def label(self, label_id: int) -> dict[str, Any] | None:
         """One label with its window's patient, the update that learned it and its retraction, if any."""
-        return self.one(
+        return self._one(
             "SELECT l.id, l.window_id, l.model_id, l.label, l.labeled_by, l.at, w.patient_id, w.modality,"
             " u.seq AS update_seq, u.version_before, u.version_after, u.duration_s, u.joules, u.energy_source,"
             " r.id AS retraction_id"
             " FROM labels l JOIN windows w ON w.id = l.window_id"
-            " LEFT JOIN updates u ON u.label_ids = '[' || l.id || ']'"
+            " LEFT JOIN update_labels ul ON ul.label_id = l.id LEFT JOIN updates u ON u.seq = ul.update_seq"
             " LEFT JOIN retractions r ON r.label_id = l.id WHERE l.id = ?",
             (label_id,),
         )
 
     def is_retracted(self, label_id: int) -> bool:
-        return self.one("SELECT 1 AS x FROM retractions WHERE label_id = ?", (label_id,)) is not None
+        return self._one("SELECT 1 AS x FROM retractions WHERE label_id = ?", (label_id,)) is not None
 
     def retractions(self, model_id: int) -> list[dict[str, Any]]:
-        return self.query(
+        return self._query(
             "SELECT id, label_id, checkpoint_id, version_before, version_after FROM retractions"
             " WHERE model_id = ? ORDER BY id",
             (model_id,),
@@ -431,9 +464,7 @@ class Store:
         with self.transaction() as conn:
             checkpoint_id = None
             if checkpoint is not None:
-                checkpoint_id = self._insert_checkpoint(
-                    conn, label.model_id, checkpoint.version, checkpoint.label_seq, checkpoint.reason, checkpoint.blob
-                )
+                checkpoint_id = self._insert_checkpoint(conn, label.model_id, checkpoint)
             cursor = conn.execute(
                 "INSERT INTO retractions (label_id, model_id, token_id, retracted_by, at, version_before,"
                 " version_after, rebuilt_from, checkpoint_id, replayed, duration_s, joules, energy_source)"
@@ -449,7 +480,7 @@ class Store:
         return {"id": int(cursor.lastrowid), "checkpoint_id": checkpoint_id, "at": now}
 
     def has_update_for(self, label_id: int) -> bool:
-        return self.one("SELECT 1 AS x FROM updates WHERE label_ids = ?", (json.dumps([label_id]),)) is not None
+        return self._one("SELECT 1 AS x FROM update_labels WHERE label_id = ?", (label_id,)) is not None
 
     def insert_update(
         self,
@@ -465,44 +496,52 @@ class Store:
         now = time.time()
         with self.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO updates (model_id, version_before, version_after, label_ids, loss_per_layer,"
-                " macs, duration_s, joules, energy_source, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO updates (model_id, version_before, version_after, loss_per_layer,"
+                " macs, duration_s, joules, energy_source, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    model_id, version_before, version_after, json.dumps(list(label_ids)),
-                    json.dumps([float(x) for x in loss_per_layer]), int(macs), duration_s,
-                    energy.joules, energy.source, now,
+                    model_id, version_before, version_after, json.dumps([float(x) for x in loss_per_layer]),
+                    int(macs), duration_s, energy.joules, energy.source, now,
                 ),
             )
+            seq = int(cursor.lastrowid)
+            conn.executemany("INSERT INTO update_labels (update_seq, label_id) VALUES (?, ?)",
+                             [(seq, int(label_id)) for label_id in label_ids])
             self._insert_energy(conn, energy, now)
-        return int(cursor.lastrowid)
+        return seq
 
-    def insert_checkpoint(self, model_id: int, version: int, label_seq: int, reason: str, blob: bytes) -> int:
+    def insert_checkpoint(self, model_id: int, checkpoint: NewCheckpoint) -> int:
         with self.transaction() as conn:
-            return self._insert_checkpoint(conn, model_id, version, label_seq, reason, blob)
+            return self._insert_checkpoint(conn, model_id, checkpoint)
 
     @staticmethod
-    def _insert_checkpoint(
-        conn: sqlite3.Connection, model_id: int, version: int, label_seq: int, reason: str, blob: bytes
-    ) -> int:
+    def _insert_checkpoint(conn: sqlite3.Connection, model_id: int, checkpoint: NewCheckpoint) -> int:
         cursor = conn.execute(
-            "INSERT INTO checkpoints (model_id, version, label_seq, reason, blob, sha256, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (model_id, version, label_seq, reason, blob, hashlib.sha256(blob).hexdigest(), time.time()),
+            "INSERT INTO checkpoints (model_id, version, label_seq, kind, reason, blob, sha256, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (model_id, checkpoint.version, checkpoint.label_seq, checkpoint.kind, checkpoint.reason,
+             checkpoint.blob, hashlib.sha256(checkpoint.blob).hexdigest(), time.time()),
         )
         return int(cursor.lastrowid)
 
-    def checkpoints(self, model_id: int, with_blob: bool = False) -> list[dict[str, Any]]:
-        """Newest first. The newest row is the base the durability invariant replays from."""
-        columns = "id, model_id, version, label_seq, reason, sha256, at" + (", blob" if with_blob else "")
-        return self.query(
-            f"SELECT {columns} FROM checkpoints WHERE model_id = ? ORDER BY id DESC", (model_id,)
+    def checkpoints(self, model_id: int) -> list[dict[str, Any]]:
+        """Newest first, without their blobs. The newest row is the base the durability invariant
+        replays from."""
+        return self._query(
+            "SELECT id, model_id, version, label_seq, kind, reason, sha256, at FROM checkpoints"
+            " WHERE model_id = ? ORDER BY id DESC",
+            (model_id,),
         )
+
+    def checkpoint_blob(self, checkpoint_id: int) -> bytes:
+        """A checkpoint's bytes (empty if the row is gone), for the caller to verify against its sha256."""
+        row = self._one("SELECT blob FROM checkpoints WHERE id = ?", (checkpoint_id,))
+        return bytes(row["blob"]) if row else b""
 
     # Metrics ---------------------------------------------------------------------------------
 
     def prequential(self, model_id: int) -> list[dict[str, Any]]:
         """Per labelled window: the prediction made before any label, and the latest label."""
-        return self.query(
+        return self._query(
             "SELECT p.class AS predicted, l.label FROM predictions p"
             " JOIN windows w ON w.id = p.window_id"
             f" JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id"
@@ -512,7 +551,7 @@ class Store:
 
     def prequential_trend(self, model_id: int) -> list[dict[str, Any]]:
         """The same pairs as ``prequential``, in the order their labels were given."""
-        return self.query(
+        return self._query(
             "SELECT l.label_id, l.window_id, l.at, l.label, p.class AS predicted FROM predictions p"
             " JOIN windows w ON w.id = p.window_id"
             f" JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id"
@@ -522,7 +561,7 @@ class Store:
 
     def window_counts(self) -> dict[int, dict[str, int]]:
         """Per model: windows stored, windows with a label in force, and labels retracted."""
-        rows = self.query(
+        rows = self._query(
             "SELECT w.model_id, COUNT(*) AS windows, COUNT(l.window_id) AS labelled,"
             " (SELECT COUNT(*) FROM retractions r WHERE r.model_id = w.model_id) AS retracted"
             f" FROM windows w LEFT JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id GROUP BY w.model_id"
@@ -530,14 +569,26 @@ class Store:
         return {row.pop("model_id"): row for row in rows}
 
     def count_updates(self, model_id: int) -> int:
-        row = self.one("SELECT COUNT(*) AS n FROM updates WHERE model_id = ?", (model_id,))
+        row = self._one("SELECT COUNT(*) AS n FROM updates WHERE model_id = ?", (model_id,))
         return int(row["n"]) if row else 0
 
     # Energy ----------------------------------------------------------------------------------
 
-    def insert_energy(self, energy: EnergyRecord) -> None:
-        with self.transaction() as conn:
-            self._insert_energy(conn, energy, time.time())
+    def energy_rows(self, since: float, phase: str | None, limit: int) -> list[dict[str, Any]]:
+        """Energy rows from ``since`` on (of one phase, or all), oldest first, with their model's names."""
+        return self._query(
+            "SELECT e.id, e.at, e.phase, m.modality, m.patient_id, e.n, e.duration_s, e.joules, e.source,"
+            " e.rail, e.total FROM energy e LEFT JOIN models m ON m.id = e.model_id"
+            " WHERE e.at >= ? AND (? IS NULL OR e.phase = ?) ORDER BY e.id LIMIT ?",
+            (since, phase, phase, limit),
+        )
+
+    def energy_totals(self) -> list[dict[str, Any]]:
+        """Totals per phase, source and rail; figures from different sources are never added together."""
+        return self._query(
+            "SELECT phase, source, rail, SUM(n) AS n, COUNT(*) AS rows, SUM(joules) AS joules,"
+            " SUM(duration_s) AS duration_s FROM energy GROUP BY phase, source, rail ORDER BY phase, source"
+        )
 
     @staticmethod
     def _insert_energy(conn: sqlite3.Connection, energy: EnergyRecord, at: float) -> None:

@@ -58,11 +58,7 @@ class UpdateWorker:
         return True
 
     def _next_labels(self) -> list[LabelRow]:
-        rows = self.store.query(
-            "SELECT id, window_id, model_id, label, labeled_by, at FROM labels WHERE id > ? ORDER BY id LIMIT 64",
-            (self.applied_through,),
-        )
-        return [LabelRow(**row) for row in rows]
+        return self.store.labels_from(self.applied_through, limit=64)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -224,10 +224,9 @@ def outcome(db: Path) -> Outcome:
         windows = [(float(o), bytes(f)) for o, f in conn.execute(
             "SELECT offset_s, features FROM windows WHERE model_id = ? ORDER BY id", (model_id,))]
         labels = {i: (w, c) for i, w, c in conn.execute("SELECT id, window_id, label FROM labels ORDER BY id")}
-        updates: dict[int, int] = {}
-        for (ids,) in conn.execute("SELECT label_ids FROM updates WHERE model_id = ?", (model_id,)):
-            for label_id in (int(x) for x in ids.strip("[]").split(",")):
-                updates[label_id] = updates.get(label_id, 0) + 1
+        updates = dict(conn.execute(
+            "SELECT ul.label_id, COUNT(*) FROM update_labels ul JOIN updates u ON u.seq = ul.update_seq"
+            " WHERE u.model_id = ? GROUP BY ul.label_id", (model_id,)))
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     learner = checkpoint.loads(bytes(blob))
     weights = {k: v.numpy().copy() for k, v in learner.state_dict().items() if hasattr(v, "numpy")}

@@ -22,13 +22,15 @@ def test_flush_returns_once_every_snapshot_is_a_row_in_submission_order(store) -
     model = store.create_model("ecg", "bed-1", "base", "biofo", b"fork", 0)
     writer = CheckpointWriter(store)
     for version in (50, 100, 150):
-        writer.submit(model.id, NewCheckpoint(version, version * 2, "periodic", bytes([version]) * 1000))
+        writer.submit(model.id, NewCheckpoint(version, version * 2, "periodic", "periodic",
+                                                bytes([version]) * 1000))
     writer.flush()
-    rows = store.checkpoints(model.id, with_blob=True)
-    assert [(r["version"], r["label_seq"], r["reason"]) for r in rows] == [
-        (150, 300, "periodic"), (100, 200, "periodic"), (50, 100, "periodic"), (0, 0, "fork")
+    rows = store.checkpoints(model.id)
+    assert [(r["version"], r["label_seq"], r["kind"], r["reason"]) for r in rows] == [
+        (150, 300, "periodic", "periodic"), (100, 200, "periodic", "periodic"), (50, 100, "periodic", "periodic"),
+        (0, 0, "fork", "fork"),
     ]
-    assert rows[0]["blob"] == bytes([150]) * 1000
+    assert store.checkpoint_blob(rows[0]["id"]) == bytes([150]) * 1000
     writer.close()
 
 
@@ -38,7 +40,7 @@ def test_a_refused_write_is_logged_and_neither_blocks_flush_nor_stops_the_writer
     calls = []
 
     def full_disk_once(*args):
-        calls.append(args[1])
+        calls.append(args[1].version)
         if len(calls) == 1:
             raise StoreUnavailable("database write failed: database or disk is full")
         return real(*args)
@@ -46,8 +48,8 @@ def test_a_refused_write_is_logged_and_neither_blocks_flush_nor_stops_the_writer
     monkeypatch.setattr(store, "insert_checkpoint", full_disk_once)
     writer = CheckpointWriter(store)
     with caplog.at_level(logging.ERROR, logger="biofo.checkpoints"):
-        writer.submit(model.id, NewCheckpoint(10, 10, "periodic", b"lost"))
-        writer.submit(model.id, NewCheckpoint(20, 20, "periodic", b"kept"))
+        writer.submit(model.id, NewCheckpoint(10, 10, "periodic", "periodic", b"lost"))
+        writer.submit(model.id, NewCheckpoint(20, 20, "periodic", "periodic", b"kept"))
         done = threading.Event()
         threading.Thread(target=lambda: (writer.flush(), done.set()), daemon=True).start()
         assert done.wait(10.0)

@@ -73,8 +73,10 @@ def test_ecg_labels_update_the_patient_model_in_place(daemon):
         assert dev.post("/v1/labels", json={"labels": labels[:1]}).status_code == 403
         assert doc.post("/v1/models/ecg/bed-7/rollback", json={"version": 0}).status_code == 403
     with sqlite3.connect(daemon.db) as conn:
-        rows = conn.execute("SELECT version_before, version_after, label_ids FROM updates ORDER BY seq").fetchall()
-    assert [(b, a) for b, a, _ in rows] == [(i, i + 1) for i in range(len(labels))]
+        rows = conn.execute("SELECT version_before, version_after FROM updates ORDER BY seq").fetchall()
+        learned = conn.execute("SELECT label_id FROM update_labels ORDER BY update_seq").fetchall()
+    assert rows == [(i, i + 1) for i in range(len(labels))]
+    assert [label_id for (label_id,) in learned] == accepted.json()["label_ids"]
 
 
 def test_eeg_window_from_a_real_seizure_crop(daemon):
@@ -137,7 +139,7 @@ def test_kill_9_loses_nothing_and_replays_bit_identically(tmp_path):
         labels = conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
         unapplied = conn.execute(
             "SELECT COUNT(*) FROM labels l WHERE NOT EXISTS"
-            " (SELECT 1 FROM updates u WHERE u.label_ids = '[' || l.id || ']')"
+            " (SELECT 1 FROM update_labels ul WHERE ul.label_id = l.id)"
         ).fetchone()[0]
     assert labels == crashed_version and unapplied == 0
 

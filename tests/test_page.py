@@ -189,7 +189,8 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
     with _db(served) as db:
         rows = db.execute(
             "SELECT l.id, l.window_id, l.label, u.version_after FROM labels l"
-            " JOIN updates u ON u.label_ids = '[' || l.id || ']' WHERE l.labeled_by = 'Dr Ada' ORDER BY l.id"
+            " JOIN update_labels ul ON ul.label_id = l.id JOIN updates u ON u.seq = ul.update_seq"
+            " WHERE l.labeled_by = 'Dr Ada' ORDER BY l.id"
         ).fetchall()
     assert [(r["window_id"], r["label"]) for r in rows] == labelled
     assert [r["version_after"] for r in rows] == list(range(start_version + 1, start_version + 6))

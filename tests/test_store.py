@@ -35,6 +35,29 @@ def test_migrations_are_numbered_and_idempotent(tmp_path):
     assert {"windows", "predictions", "labels", "updates", "checkpoints", "energy", "tokens"} <= tables
 
 
+def test_migration_3_moves_update_labels_into_a_table_and_checkpoint_kinds_into_a_column(tmp_path):
+    connection = sqlite3.connect(tmp_path / "v2.db", isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    connection.executescript("""
+        INSERT INTO models VALUES (1, 'ecg', 'bed-1', 'base', 'biofo', 0);
+        INSERT INTO windows VALUES (1, 1, 'bed-1', 'ecg', 360, '[]', 0, 0.5, 1, 1, x'00', NULL, x'00', 0);
+        INSERT INTO labels VALUES (7, 1, 1, 'V', 'dr', NULL, 0), (8, 1, 1, 'N', 'dr', NULL, 0);
+        INSERT INTO updates VALUES (1, 1, 0, 1, '[7]', '[]', 0, 0, 0, 'estimate', 0),
+                                   (2, 1, 1, 2, '[8]', '[]', 0, 0, 0, 'estimate', 0);
+        INSERT INTO checkpoints VALUES (1, 1, 0, 0, 'fork', x'00', '', 0), (2, 1, 2, 8, 'periodic', x'00', '', 0),
+                                       (3, 1, 3, 8, 'rollback to 0', x'00', '', 0),
+                                       (4, 1, 4, 8, 'undo label 8', x'00', '', 0), (5, 1, 4, 8, 'shutdown', x'00', '', 0);
+    """)
+    assert migrate(connection) == len(MIGRATIONS)
+    assert connection.execute("SELECT update_seq, label_id FROM update_labels ORDER BY update_seq").fetchall() == [
+        (1, 7), (2, 8)
+    ]
+    assert "label_ids" not in {row[1] for row in connection.execute("PRAGMA table_info(updates)")}
+    kinds = [kind for (kind,) in connection.execute("SELECT kind FROM checkpoints ORDER BY id")]
+    assert kinds == ["fork", "periodic", "rollback", "undo", "shutdown"]
+
+
 def test_wal_mode_and_full_sync(store):
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
@@ -48,7 +71,7 @@ def test_tokens_are_stored_hashed(store, tmp_path):
     store.conn.execute("PRAGMA wal_checkpoint(FULL)")
     raw = (tmp_path / "biofo.db").read_bytes()
     assert plaintext.encode() not in raw
-    assert all(plaintext not in str(row) for row in store.query("SELECT * FROM tokens"))
+    assert all(plaintext not in str(row) for row in store.db["tokens"].rows)
 
 
 def test_window_batch_is_all_or_nothing(store):
@@ -59,7 +82,7 @@ def test_window_batch_is_all_or_nothing(store):
     with pytest.raises(TypeError):
         store.insert_windows(model, 360.0, ["MLII", "V1"], 0.0, [good, unserialisable], {"k": 1}, energy)
     for table in ("windows", "predictions", "streams", "energy"):
-        assert store.one(f"SELECT COUNT(*) AS n FROM {table}")["n"] == 0, table
+        assert store.db[table].count == 0, table
     ids = store.insert_windows(model, 360.0, ["MLII", "V1"], 0.0, [good, good], {"k": 1}, energy)
     assert len(ids) == 2
     assert store.stream_state(model.id) == {"k": 1}

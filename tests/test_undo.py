@@ -100,7 +100,7 @@ def test_undo_rebuilds_the_model_without_the_label(world) -> None:
 
     with pytest.raises(AlreadyRetracted):
         registry.retract(labels[4], None, "dr test")
-    assert store.one("SELECT COUNT(*) AS n FROM labels")["n"] == 9  # append-only
+    assert store.db["labels"].count == 9  # append-only
     assert len(store.prequential(live.row.id)) == 6
     unlabelled = {row["id"] for row in store.queue(PATIENT, "eeg", False, "time", 1000)}
     assert {labels[4].window_id, labels[6].window_id, late.window_id} <= unlabelled
