@@ -6,9 +6,10 @@ import json
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 
 from app.auth import requires
+from app.deps import IngestorDep, MetricsDep, RegistryDep, StoreDep, WorkerDep
 from app.ingest import SegmentRejected
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, UnknownCheckpoint
 from app.schemas import (
@@ -43,7 +44,7 @@ from app.schemas import (
     WindowsIn,
     WindowsOut,
 )
-from app.store import LabelRow, Token
+from app.store import LabelRow, Store, Token
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
@@ -83,20 +84,22 @@ def _unprocessable(field: list[str | int], message: str) -> HTTPException:
     responses={200: {"model": WindowsOut, "description": "This segment was accepted before: the stored windows"},
                **BODY_ERRORS, **error_responses(409)},
 )
-def post_windows(body: WindowsIn, request: Request, response: Response, token: Device) -> WindowsOut:
+def post_windows(
+    body: WindowsIn, response: Response, token: Device, ingestor: IngestorDep, metrics: MetricsDep
+) -> WindowsOut:
     """Store a segment, cut it into beats (ECG) or windows (EEG) and predict each one.
 
     Re-sending a segment already accepted (same ``start``) returns the stored windows with 200.
     """
     try:
-        out, created = request.app.state.ingestor.ingest(body)
+        out, created = ingestor.ingest(body)
     except SegmentRejected as error:
         if error.field == "start":
             raise HTTPException(status.HTTP_409_CONFLICT, detail=[
                 {"loc": ["body", "start"], "msg": str(error), "type": "conflict"}]) from error
         raise _unprocessable([error.field], str(error)) from error
     if created:
-        request.app.state.metrics.windows.labels(body.modality).inc(len(out.windows))
+        metrics.windows.labels(body.modality).inc(len(out.windows))
     else:
         response.status_code = status.HTTP_200_OK
     return out
@@ -104,10 +107,11 @@ def post_windows(body: WindowsIn, request: Request, response: Response, token: D
 
 @router.post("/labels", status_code=status.HTTP_202_ACCEPTED, response_model=LabelsOut,
              responses={**BODY_ERRORS, **error_responses(404)})
-def post_labels(body: LabelsIn, request: Request, token: Clinician) -> LabelsOut:
+def post_labels(
+    body: LabelsIn, token: Clinician, store: StoreDep, registry: RegistryDep, metrics: MetricsDep, worker: WorkerDep
+) -> LabelsOut:
     """Append labels; they are durable when this returns, and the update worker applies them in order."""
-    state = request.app.state
-    windows = state.store.windows_by_id([item.window_id for item in body.labels])
+    windows = store.windows_by_id([item.window_id for item in body.labels])
     rows = []
     first_index: dict[int, int] = {}
     for index, item in enumerate(body.labels):
@@ -125,23 +129,26 @@ def post_labels(body: LabelsIn, request: Request, token: Clinician) -> LabelsOut
                 detail=[{"loc": ["body", "labels", index, "window_id"],
                          "msg": f"no window with id {item.window_id}", "type": "not_found"}],
             )
-        classes = state.registry.by_id(window["model_id"]).classes
+        classes = registry.by_id(window["model_id"]).classes
         if item.label not in classes:
             raise _unprocessable(
                 ["labels", index, "label"],
                 f"'{item.label}' is not a {window['modality'].upper()} class; use one of {list(classes)}",
             )
         rows.append((item.window_id, window["model_id"], item.label, item.labeled_by, token.id))
-    label_ids = state.store.insert_labels(rows)
-    state.metrics.labels.inc(len(label_ids))
-    state.worker.notify()
+    label_ids = store.insert_labels(rows)
+    for item in body.labels:
+        window = windows[item.window_id]
+        registry.by_id(window["model_id"]).prequential.update(item.window_id, item.label, window["predicted"])
+    metrics.labels.inc(len(label_ids))
+    worker.notify()
     return LabelsOut(accepted=len(label_ids), update_seq=label_ids[-1], label_ids=label_ids)
 
 
 @router.get("/windows", response_model=QueueOut)
 def list_windows(
-    request: Request,
     token: Clinician,
+    store: StoreDep,
     patient_id: Annotated[str | None, Query(pattern=PATIENT_ID.pattern)] = None,
     modality: Modality | None = None,
     labeled: bool | None = None,
@@ -150,7 +157,7 @@ def list_windows(
     offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
 ) -> QueueOut:
     """The labelling queue: smallest top-1/top-2 margin first by default."""
-    rows = request.app.state.store.queue(patient_id, modality, labeled, order, limit, offset)
+    rows = store.queue(patient_id, modality, labeled, order, limit, offset)
     return QueueOut(windows=[_queue_item(row) for row in rows])
 
 
@@ -163,9 +170,8 @@ def _queue_item(row: dict) -> QueueItem:
 
 
 @router.get("/windows/{window_id}", response_model=WindowDetail, responses=error_responses(404))
-def get_window(window_id: RowId, request: Request, token: Clinician) -> WindowDetail:
+def get_window(window_id: RowId, token: Clinician, store: StoreDep) -> WindowDetail:
     """One window with its samples (a few seconds of context for ECG beats) and label history."""
-    store = request.app.state.store
     row = store.window(window_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no window with id {window_id}")
@@ -196,99 +202,100 @@ def get_window(window_id: RowId, request: Request, token: Clinician) -> WindowDe
 
 
 @router.get("/labels/{label_id}", response_model=LabelOut, responses=error_responses(404))
-def get_label(label_id: RowId, request: Request, token: Clinician) -> LabelOut:
+def get_label(label_id: RowId, token: Clinician, store: StoreDep, registry: RegistryDep) -> LabelOut:
     """One label: whether the model has processed it, the update that learned it, and its retraction."""
-    state = request.app.state
-    row = state.store.label(label_id)
+    row = store.label(label_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no label with id {label_id}")
     update = None
-    if row["update_seq"] is not None:
+    if row["update_id"] is not None:
         update = LabelUpdate(
-            seq=row["update_seq"], version_before=row["version_before"], version_after=row["version_after"],
+            id=row["update_id"], version_before=row["version_before"], version_after=row["version_after"],
             duration_s=row["duration_s"], joules=row["joules"], energy_source=row["energy_source"],
         )
     retracted = row["retraction_id"] is not None
     return LabelOut(
         id=row["id"], window_id=row["window_id"], modality=row["modality"], patient_id=row["patient_id"],
         label=row["label"], labeled_by=row["labeled_by"], at=row["at"], retracted=retracted, update=update,
-        applied=update is not None or retracted or state.registry.by_id(row["model_id"]).applied_seq >= row["id"],
+        applied=update is not None or retracted or registry.by_id(row["model_id"]).applied_seq >= row["id"],
     )
 
 
 @router.post("/labels/{label_id}/undo", response_model=UndoOut, responses={**BODY_ERRORS, **error_responses(404, 409)})
-def undo_label(label_id: RowId, request: Request, token: Clinician, body: UndoIn | None = None) -> UndoOut:
+def undo_label(
+    label_id: RowId, token: Clinician, store: StoreDep, registry: RegistryDep, metrics: MetricsDep,
+    body: UndoIn | None = None,
+) -> UndoOut:
     """Retract a label. The label row stays (append-only); a retraction row is appended and the model is
     rebuilt without the label: newest checkpoint before it + replay of the later labels, as one new version."""
-    state = request.app.state
-    row = state.store.label(label_id)
+    row = store.label(label_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no label with id {label_id}")
     label = LabelRow(**{key: row[key] for key in ("id", "window_id", "model_id", "label", "labeled_by", "at")})
     by = body.retracted_by if body is not None and body.retracted_by else token.name
     try:
-        done = state.registry.retract(label, token.id, by)
+        done = registry.retract(label, token.id, by)
     except (AlreadyRetracted, PredatesRollback) as error:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
-    state.metrics.model_version.labels(row["modality"], row["patient_id"]).set(done.version_after)
+    in_force = store.label_in_force(label.window_id)
+    tally = registry.by_id(label.model_id).prequential
+    if in_force is None:
+        tally.revert(label.window_id)
+    else:
+        tally.update(label.window_id, in_force, store.windows_by_id([label.window_id])[label.window_id]["predicted"])
+    metrics.model_version.labels(row["modality"], row["patient_id"]).set(done.version_after)
     if done.energy_source is not None:
-        state.metrics.joules.labels("update", done.energy_source).inc(done.joules)
+        metrics.joules.labels("update", done.energy_source).inc(done.joules)
     return UndoOut(
         label_id=label.id, window_id=label.window_id, retraction_id=done.id,
         version_before=done.version_before, version_after=done.version_after,
         rebuilt_from_version=done.rebuilt_from_version, replayed=done.replayed, duration_s=done.duration_s,
         joules=done.joules, energy_source=done.energy_source,
-        window_label=state.store.label_in_force(label.window_id),
+        window_label=in_force,
     )
 
 
-def _live(request: Request, modality: str, patient_id: str) -> LiveModel:
-    live = request.app.state.registry.get(modality, patient_id)
+def _live(registry: RegistryDep, modality: Modality, patient_id: str) -> LiveModel:
+    """The patient's model named by the path, or 404."""
+    live = registry.get(modality, patient_id)
     if live is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no {modality} model for patient '{patient_id}'")
     return live
 
 
-def model_summary(request: Request, live: LiveModel) -> ModelOut:
-    state = request.app.state
-    rows = state.store.prequential(live.row.id)
-    per_class: dict[str, dict[str, int]] = {c: {"n": 0, "correct": 0, "predicted": 0} for c in live.classes}
-    correct = 0
-    for row in rows:
-        per_class[row["label"]]["n"] += 1
-        per_class[row["predicted"]]["predicted"] += 1
-        if row["predicted"] == row["label"]:
-            per_class[row["label"]]["correct"] += 1
-            correct += 1
+# Routes name the token before the model, so that a caller without the right token learns nothing,
+# not even whether the patient exists: dependencies resolve in the order of the parameters.
+Live = Annotated[LiveModel, Depends(_live)]
+
+
+def model_summary(store: Store, live: LiveModel) -> ModelOut:
     return ModelOut(
         modality=live.row.modality, patient_id=live.row.patient_id, version=live.learner.version,
-        rule=live.learner.rule, base=live.row.base, updates_applied=state.store.count_updates(live.row.id),
-        labels_pending=state.store.count_labels_after(live.row.id, live.applied_seq), applied_seq=live.applied_seq,
-        prequential=Prequential(accuracy=correct / len(rows) if rows else None, n=len(rows), per_class=per_class),
+        rule=live.learner.rule, base=live.row.base, updates_applied=store.count_updates(live.row.id),
+        labels_pending=store.count_labels_after(live.row.id, live.applied_seq), applied_seq=live.applied_seq,
+        prequential=Prequential(**live.prequential.summary()),
     )
 
 
 @router.get("/models", response_model=ModelsOut)
-def list_models(request: Request, token: Clinician) -> ModelsOut:
-    return ModelsOut(models=[model_summary(request, live) for live in request.app.state.registry.all()])
+def list_models(token: Clinician, store: StoreDep, registry: RegistryDep) -> ModelsOut:
+    return ModelsOut(models=[model_summary(store, live) for live in registry.all()])
 
 
 @router.get("/models/{modality}/{patient_id}", response_model=ModelOut, responses=error_responses(404))
-def get_model(modality: Modality, patient_id: str, request: Request, token: Clinician) -> ModelOut:
-    return model_summary(request, _live(request, modality, patient_id))
+def get_model(token: Clinician, live: Live, store: StoreDep) -> ModelOut:
+    return model_summary(store, live)
 
 
 @router.get("/models/{modality}/{patient_id}/prequential", response_model=TrendOut, responses=error_responses(404))
 def prequential_trend(
-    modality: Modality, patient_id: str, request: Request, token: Clinician,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 200,
+    token: Clinician, live: Live, store: StoreDep, limit: Annotated[int, Query(ge=1, le=10000)] = 200,
 ) -> TrendOut:
     """Running prequential accuracy (prediction made before the label vs the label in force) after each
     label, oldest first; the last ``limit`` points, each computed over all labels before it."""
-    live = _live(request, modality, patient_id)
     points: list[TrendPoint] = []
     correct = 0
-    for n, row in enumerate(request.app.state.store.prequential_trend(live.row.id), start=1):
+    for n, row in enumerate(store.prequential_trend(live.row.id), start=1):
         hit = row["predicted"] == row["label"]
         correct += hit
         points.append(TrendPoint(**row, correct=hit, n=n, accuracy=correct / n))
@@ -296,36 +303,33 @@ def prequential_trend(
 
 
 @router.get("/models/{modality}/{patient_id}/checkpoints", response_model=CheckpointsOut, responses=error_responses(404))
-def list_checkpoints(modality: Modality, patient_id: str, request: Request, token: Clinician) -> CheckpointsOut:
-    live = _live(request, modality, patient_id)
-    rows = request.app.state.registry.checkpoints(live)
+def list_checkpoints(token: Clinician, live: Live, registry: RegistryDep) -> CheckpointsOut:
+    rows = registry.checkpoints(live)
     return CheckpointsOut(checkpoints=[CheckpointOut(**{k: row[k] for k in CheckpointOut.model_fields}) for row in rows])
 
 
 @router.post("/models/{modality}/{patient_id}/rollback", response_model=ModelOut,
              responses={**BODY_ERRORS, **error_responses(404)})
-def rollback(modality: Modality, patient_id: str, body: RollbackIn, request: Request, token: Admin) -> ModelOut:
+def rollback(token: Admin, live: Live, body: RollbackIn, store: StoreDep, registry: RegistryDep) -> ModelOut:
     """Restore the weights of a checkpointed version as a new version; labels are never deleted."""
-    live = _live(request, modality, patient_id)
     try:
-        request.app.state.registry.rollback(live, body.version, body.replay_later_labels)
+        registry.rollback(live, body.version, body.replay_later_labels)
     except UnknownCheckpoint as error:
-        versions = sorted({row["version"] for row in request.app.state.registry.checkpoints(live)})
+        versions = sorted({row["version"] for row in registry.checkpoints(live)})
         raise _unprocessable(["version"], f"no checkpoint holds version {body.version}; checkpointed versions: {versions}") from error
-    return model_summary(request, live)
+    return model_summary(store, live)
 
 
 @router.get(
     "/models/{modality}/{patient_id}/onnx", response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX graph"}, **error_responses(404)},
 )
-def export_onnx(modality: Modality, patient_id: str, request: Request, token: Clinician) -> Response:
+def export_onnx(token: Clinician, live: Live) -> Response:
     """The current model's inference graph, for onnxruntime."""
-    live = _live(request, modality, patient_id)
     with live.lock:
         blob = live.learner.to_onnx()
         version = live.learner.version
-    filename = f"biofo-{modality}-{patient_id}-v{version}.onnx"
+    filename = f"biofo-{live.row.modality}-{live.row.patient_id}-v{version}.onnx"
     return Response(
         blob, media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Model-Version": str(version)},
@@ -334,27 +338,27 @@ def export_onnx(modality: Modality, patient_id: str, request: Request, token: Cl
 
 @router.get("/energy", response_model=EnergyOut)
 def energy_rows(
-    request: Request,
     token: Clinician,
+    store: StoreDep,
     since: Annotated[float, Query(ge=0)] = 0.0,
     phase: Literal["inference", "update"] | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> EnergyOut:
-    rows = request.app.state.store.energy_rows(since, phase, limit)
+    rows = store.energy_rows(since, phase, limit)
     return EnergyOut(energy=[EnergyRow(**row) for row in rows])
 
 
 @router.get("/energy/summary", response_model=EnergySummaryOut)
-def energy_summary(request: Request, token: Clinician) -> EnergySummaryOut:
+def energy_summary(token: Clinician, store: StoreDep) -> EnergySummaryOut:
     """Totals per phase and source; figures from different sources are never added together."""
-    rows = request.app.state.store.energy_totals()
+    rows = store.energy_totals()
     return EnergySummaryOut(
         totals=[EnergyTotal(**row, joules_per_item=row["joules"] / row["n"] if row["n"] else None) for row in rows]
     )
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenOut, responses=BODY_ERRORS)
-def create_token(body: TokenIn, request: Request, token: Admin) -> TokenOut:
+def create_token(body: TokenIn, token: Admin, store: StoreDep) -> TokenOut:
     """Issue a token; it is shown once and stored only as a hash."""
-    plaintext = request.app.state.store.create_token(body.name, body.role)
+    plaintext = store.create_token(body.name, body.role)
     return TokenOut(token=plaintext, role=body.role, name=body.name)

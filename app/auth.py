@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.deps import StoreDep
 from app.store import Token
 
 SESSION_COOKIE = "biofo_session"
@@ -70,7 +71,7 @@ def requires(*roles: str) -> Callable[[Request], Token]:
     allowed = set(roles) | {"admin"}
 
     def dependency(
-        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+        request: Request, store: StoreDep, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
     ) -> Token:
         presented = token_from_request(request)
         if not presented:
@@ -79,7 +80,7 @@ def requires(*roles: str) -> Callable[[Request], Token]:
                 detail="missing credentials: send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        token = request.app.state.store.find_token(presented)
+        token = store.find_token(presented)
         if token is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, detail="unknown or revoked token",

@@ -1,6 +1,6 @@
 """Periodic checkpoints written on their own thread, so an update never waits for one.
 
-A checkpoint is a snapshot (version, ``label_seq``, blob) taken by the update worker at the exact
+A checkpoint is a snapshot (version, ``applied_seq``, blob) taken by the update worker at the exact
 update that makes it due; only the write (about 1 MB and an fsync) happens here. After each write
 the writer rests as long as the write took, unless someone is waiting in ``flush``: many patients
 due at once must not hold the database's one write lock for seconds while labels and windows

@@ -129,16 +129,21 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: the labels an update learned move from a JSON text column into a link table, indexed both
     # ways, so "which update learned label L" is a lookup, not a text match per label; a checkpoint's
-    # kind becomes a column instead of a prefix of its free-text reason.
+    # kind becomes a column instead of a prefix of its free-text reason. "seq" now always means a
+    # position in the label sequence (label ids, in acceptance order): an update row is known by its
+    # id, and a checkpoint records the labels it has applied up to as applied_seq, the name the model
+    # answer uses.
     """
+    ALTER TABLE updates RENAME COLUMN seq TO id;
+    ALTER TABLE checkpoints RENAME COLUMN label_seq TO applied_seq;
     CREATE TABLE update_labels (
-        update_seq INTEGER NOT NULL REFERENCES updates(seq),
+        update_id INTEGER NOT NULL REFERENCES updates(id),
         label_id INTEGER NOT NULL REFERENCES labels(id),
-        PRIMARY KEY (update_seq, label_id)
+        PRIMARY KEY (update_id, label_id)
     );
-    CREATE INDEX update_labels_label ON update_labels (label_id, update_seq);
-    INSERT INTO update_labels (update_seq, label_id)
-        SELECT u.seq, CAST(j.value AS INTEGER) FROM updates u, json_each(u.label_ids) j;
+    CREATE INDEX update_labels_label ON update_labels (label_id, update_id);
+    INSERT INTO update_labels (update_id, label_id)
+        SELECT u.id, CAST(j.value AS INTEGER) FROM updates u, json_each(u.label_ids) j;
     ALTER TABLE updates DROP COLUMN label_ids;
     ALTER TABLE checkpoints ADD COLUMN kind TEXT NOT NULL DEFAULT 'periodic'
         CHECK (kind IN ('fork', 'periodic', 'shutdown', 'rollback', 'undo'));

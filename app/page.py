@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, status
+from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.api import model_summary
 from app.auth import SESSION_COOKIE, same_origin
+from app.deps import RegistryDep, StoreDep
 from app.registry import LiveModel
 from app.schemas import Modality
 from app.store import Token
@@ -55,10 +56,14 @@ def cookie_secure(request: Request) -> bool:
     return request.url.scheme == "https" or request.url.hostname in LOOPBACK_HOSTS
 
 
-def signed_in(request: Request) -> Token | None:
+def signed_in(request: Request, store: StoreDep) -> Token | None:
+    """The clinician (or admin) whose session cookie came with the request, if any."""
     presented = request.cookies.get(SESSION_COOKIE)
-    token = request.app.state.store.find_token(presented) if presented else None
+    token = store.find_token(presented) if presented else None
     return token if token is not None and token.role in PAGE_ROLES else None
+
+
+User = Annotated[Token | None, Depends(signed_in)]
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -83,18 +88,18 @@ async def static(path: str, request: Request) -> Response:
 
 
 @router.get("/login")
-def login_form(request: Request) -> Response:
-    if signed_in(request) is not None:
+def login_form(request: Request, user: User) -> Response:
+    if user is not None:
         return RedirectResponse("/", status.HTTP_303_SEE_OTHER, headers=PAGE_HEADERS)
     return render(request, "login.html", {"error": None})
 
 
 @router.post("/login")
-def login(request: Request, token: Annotated[str, Form(max_length=512)] = "") -> Response:
+def login(request: Request, store: StoreDep, token: Annotated[str, Form(max_length=512)] = "") -> Response:
     if not same_origin(request):
         return render(request, "login.html", {"error": "Sign-in must come from this page."}, 403)
     presented = token.strip()
-    found = request.app.state.store.find_token(presented) if presented else None
+    found = store.find_token(presented) if presented else None
     if found is None:
         return render(request, "login.html", {"error": "Unknown or revoked token."}, 401)
     if found.role not in PAGE_ROLES:
@@ -117,25 +122,25 @@ def logout(request: Request) -> Response:
 
 
 @router.get("/")
-def patients(request: Request) -> Response:
-    user = signed_in(request)
+def patients(request: Request, user: User, store: StoreDep, registry: RegistryDep) -> Response:
     if user is None:
         return to_login()
-    counts = request.app.state.store.window_counts()
-    models = sorted(request.app.state.registry.all(), key=lambda live: (live.row.patient_id, live.row.modality))
+    counts = store.window_counts()
+    models = sorted(registry.all(), key=lambda live: (live.row.patient_id, live.row.modality))
     rows = [
-        {"model": model_summary(request, live),
+        {"model": model_summary(store, live),
          "counts": counts.get(live.row.id, {"windows": 0, "labelled": 0, "retracted": 0})}
         for live in models
     ]
     return render(request, "patients.html", {"user": user, "rows": rows})
 
 
-def _patient_page(request: Request, modality: str, patient_id: str, template: str) -> Response:
-    user = signed_in(request)
+def _patient_page(
+    request: Request, user: Token | None, registry: RegistryDep, modality: str, patient_id: str, template: str
+) -> Response:
     if user is None:
         return to_login()
-    live: LiveModel | None = request.app.state.registry.get(modality, patient_id)
+    live: LiveModel | None = registry.get(modality, patient_id)
     if live is None:
         return render(
             request, "message.html",
@@ -149,10 +154,10 @@ def _patient_page(request: Request, modality: str, patient_id: str, template: st
 
 
 @router.get("/patients/{modality}/{patient_id}")
-def label_queue(modality: Modality, patient_id: str, request: Request) -> Response:
-    return _patient_page(request, modality, patient_id, "label.html")
+def label_queue(modality: Modality, patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
+    return _patient_page(request, user, registry, modality, patient_id, "label.html")
 
 
 @router.get("/patients/{modality}/{patient_id}/timeline")
-def timeline(modality: Modality, patient_id: str, request: Request) -> Response:
-    return _patient_page(request, modality, patient_id, "timeline.html")
+def timeline(modality: Modality, patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
+    return _patient_page(request, user, registry, modality, patient_id, "timeline.html")

@@ -1,7 +1,7 @@
 """Live per-patient models: fork from a base, learn from labels in order, checkpoint, restore.
 
 Durability invariant: a model's state is its newest checkpoint plus the replay, in acceptance order,
-of every label of that model accepted after the checkpoint (``label_seq``). Replay learns from the
+of every label of that model accepted after the checkpoint (``applied_seq``). Replay learns from the
 features stored with each window, so a restart after ``kill -9`` reproduces the weights of a run
 that never crashed, bit for bit.
 """
@@ -19,6 +19,7 @@ from app.base_models import BaseModel
 from app.checkpoint_writer import CheckpointWriter
 from app.energy import Meter
 from app.engine import Engine, load_learner
+from app.prequential import PrequentialTally
 from app.store import EnergyRecord, LabelRow, ModelRow, NewCheckpoint, Store
 
 log = logging.getLogger("biofo.registry")
@@ -48,6 +49,7 @@ class LiveModel:
     row: ModelRow
     learner: Engine
     applied_seq: int
+    prequential: PrequentialTally
     updates_since_checkpoint: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,7 +129,8 @@ class Registry:
             row = self.store.create_model(
                 modality, patient_id, base.name, base.rule, learner.dumps(), learner.version
             )
-            live = LiveModel(row=row, learner=learner, applied_seq=0)
+            live = LiveModel(row=row, learner=learner, applied_seq=0,
+                             prequential=PrequentialTally(tuple(learner.classes)))
             self._register(live)
             return live
 
@@ -141,11 +144,14 @@ class Registry:
         """Rebuild every model from its newest readable checkpoint plus the labels after it."""
         replayed = 0
         for row in self.store.models():
-            learner, label_seq = self._load_newest_checkpoint(row)
-            live = LiveModel(row=row, learner=learner, applied_seq=label_seq)
+            learner, applied_seq = self._load_newest_checkpoint(row)
+            tally = PrequentialTally(tuple(learner.classes))
+            for pair in self.store.prequential(row.id):
+                tally.update(pair["window_id"], pair["label"], pair["predicted"])
+            live = LiveModel(row=row, learner=learner, applied_seq=applied_seq, prequential=tally)
             with self._lock:
                 self._register(live)
-            for label in self.store.labels_after(row.id, label_seq):
+            for label in self.store.labels_after(row.id, applied_seq):
                 self._learn(live, label, record=not self.store.has_update_for(label.id))
                 replayed += 1
         return replayed
@@ -154,7 +160,7 @@ class Registry:
         for meta in self.store.checkpoints(row.id):
             learner = self._load_checkpoint(meta)
             if learner is not None:
-                return learner, int(meta["label_seq"])
+                return learner, int(meta["applied_seq"])
         raise RuntimeError(f"model {row.modality}/{row.patient_id} has no readable checkpoint")
 
     def _load_checkpoint(self, meta: dict) -> Engine | None:
@@ -241,7 +247,7 @@ class Registry:
         """Restore the newest checkpoint at ``version`` as a new, higher version; return it.
 
         Labels accepted after that checkpoint stay stored. With ``replay_later_labels`` they are
-        learned again on top, in order; without, the new checkpoint's ``label_seq`` covers them so a
+        learned again on top, in order; without, the new checkpoint's ``applied_seq`` covers them so a
         restart does not learn them either.
         """
         with live.lock:
@@ -252,7 +258,7 @@ class Registry:
             restored = load_learner(self.store.checkpoint_blob(target["id"]), self.engine)
             restored.version = live.learner.version + 1
             live.learner = restored
-            live.applied_seq = int(target["label_seq"]) if replay_later_labels else int(newest_label)
+            live.applied_seq = int(target["applied_seq"]) if replay_later_labels else int(newest_label)
             self._checkpoint(live, "rollback", f"rollback to {version}")
             if replay_later_labels:
                 for label in self.store.labels_after(live.row.id, live.applied_seq):
@@ -285,7 +291,7 @@ class Registry:
                 return Retraction(row["id"], label.id, before, before, None, 0, 0.0, 0.0, None)
             base, learner = self._rebuild_base(live, label.id)
             replay = [
-                later for later in self.store.labels_after(live.row.id, int(base["label_seq"]))
+                later for later in self.store.labels_after(live.row.id, int(base["applied_seq"]))
                 if later.id <= live.applied_seq and later.id != label.id
             ]
             with self.meter.measure() as measurement:
@@ -319,9 +325,9 @@ class Registry:
         retractions = self.store.retractions(live.row.id)
         for meta in self.store.checkpoints(live.row.id):
             is_rollback = meta["kind"] == "rollback"
-            holds_label = meta["label_seq"] >= label_id
+            holds_label = meta["applied_seq"] >= label_id
             stale = any(
-                r["checkpoint_id"] is not None and r["label_id"] <= meta["label_seq"] and r["checkpoint_id"] > meta["id"]
+                r["checkpoint_id"] is not None and r["label_id"] <= meta["applied_seq"] and r["checkpoint_id"] > meta["id"]
                 for r in retractions
             )
             if not holds_label and not stale:

@@ -168,7 +168,7 @@ class WindowDetail(QueueItem):
 
 
 class LabelUpdate(BaseModel):
-    seq: int
+    id: int = Field(description="The update row that learned the label")
     version_before: int
     version_after: int
     duration_s: float
@@ -251,7 +251,7 @@ class ModelsOut(BaseModel):
 class CheckpointOut(BaseModel):
     id: int
     version: int
-    label_seq: int
+    applied_seq: int = Field(description="The model had applied every label up to this sequence number")
     kind: Literal["fork", "periodic", "shutdown", "rollback", "undo"]
     reason: str
     sha256: str

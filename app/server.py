@@ -20,6 +20,7 @@ from starlette.routing import Match
 
 from app.api import Clinician, error_responses, router
 from app.base_models import load_bases
+from app.deps import MetricsDep
 from app.energy import detect_meter
 from app.engine import resolve_engine
 from app.extraction import Extractor
@@ -130,8 +131,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Patient identifiers label the model-version gauge: /metrics needs the token a /v1 read needs.
     @app.get("/metrics", tags=["ops"], response_class=Response, responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401, 403)})
-    def metrics(request: Request, token: Clinician) -> Response:
-        return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+    def prometheus(token: Clinician, metrics: MetricsDep) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -97,7 +97,7 @@ EFFECTIVE_LABELS = (
 @dataclass(frozen=True)
 class NewCheckpoint:
     version: int
-    label_seq: int
+    applied_seq: int
     kind: str  # fork, periodic, shutdown, rollback or undo: what a replay may or may not cross
     reason: str  # for people: "rollback to 12", "undo label 40"
     blob: bytes
@@ -316,7 +316,8 @@ class Store:
             return {}
         placeholders = ",".join("?" for _ in window_ids)
         rows = self._query(
-            f"SELECT id, model_id, modality, patient_id FROM windows WHERE id IN ({placeholders})",
+            "SELECT w.id, w.model_id, w.modality, w.patient_id, p.class AS predicted FROM windows w"
+            f" JOIN predictions p ON p.window_id = w.id WHERE w.id IN ({placeholders})",
             list(window_ids),
         )
         return {row["id"]: row for row in rows}
@@ -390,12 +391,12 @@ class Store:
             return int(self._one("SELECT COALESCE(MAX(id), 0) AS seq FROM labels")["seq"])
         return int(self._one("SELECT COALESCE(MAX(id), 0) AS seq FROM labels WHERE model_id = ?", (model_id,))["seq"])
 
-    def count_labels_after(self, model_id: int, label_seq: int) -> int:
-        """Labels in force accepted after ``label_seq``: what a model at that point has still to learn."""
+    def count_labels_after(self, model_id: int, applied_seq: int) -> int:
+        """Labels in force accepted after ``applied_seq``: what a model at that point has still to learn."""
         return int(self._one(
             "SELECT COUNT(*) AS n FROM labels WHERE model_id = ? AND id > ?"
             " AND id NOT IN (SELECT label_id FROM retractions)",
-            (model_id, label_seq),
+            (model_id, applied_seq),
         )["n"])
 
     def label_history(self, window_id: int) -> list[dict[str, Any]]:
@@ -415,11 +416,11 @@ class Store:
         )
         return row["label"] if row else None
 
-    def labels_after(self, model_id: int, label_seq: int) -> list[LabelRow]:
+    def labels_after(self, model_id: int, applied_seq: int) -> list[LabelRow]:
         rows = self._query(
             "SELECT id, window_id, model_id, label, labeled_by, at FROM labels"
             " WHERE model_id = ? AND id > ? AND id NOT IN (SELECT label_id FROM retractions) ORDER BY id",
-            (model_id, label_seq),
+            (model_id, applied_seq),
         )
         return [LabelRow(**row) for row in rows]
 
@@ -427,10 +428,10 @@ class Store:
         """One label with its window's patient, the update that learned it and its retraction, if any."""
         return self._one(
             "SELECT l.id, l.window_id, l.model_id, l.label, l.labeled_by, l.at, w.patient_id, w.modality,"
-            " u.seq AS update_seq, u.version_before, u.version_after, u.duration_s, u.joules, u.energy_source,"
+            " u.id AS update_id, u.version_before, u.version_after, u.duration_s, u.joules, u.energy_source,"
             " r.id AS retraction_id"
             " FROM labels l JOIN windows w ON w.id = l.window_id"
-            " LEFT JOIN update_labels ul ON ul.label_id = l.id LEFT JOIN updates u ON u.seq = ul.update_seq"
+            " LEFT JOIN update_labels ul ON ul.label_id = l.id LEFT JOIN updates u ON u.id = ul.update_id"
             " LEFT JOIN retractions r ON r.label_id = l.id WHERE l.id = ?",
             (label_id,),
         )
@@ -503,11 +504,11 @@ class Store:
                     int(macs), duration_s, energy.joules, energy.source, now,
                 ),
             )
-            seq = int(cursor.lastrowid)
-            conn.executemany("INSERT INTO update_labels (update_seq, label_id) VALUES (?, ?)",
-                             [(seq, int(label_id)) for label_id in label_ids])
+            update_id = int(cursor.lastrowid)
+            conn.executemany("INSERT INTO update_labels (update_id, label_id) VALUES (?, ?)",
+                             [(update_id, int(label_id)) for label_id in label_ids])
             self._insert_energy(conn, energy, now)
-        return seq
+        return update_id
 
     def insert_checkpoint(self, model_id: int, checkpoint: NewCheckpoint) -> int:
         with self.transaction() as conn:
@@ -516,9 +517,9 @@ class Store:
     @staticmethod
     def _insert_checkpoint(conn: sqlite3.Connection, model_id: int, checkpoint: NewCheckpoint) -> int:
         cursor = conn.execute(
-            "INSERT INTO checkpoints (model_id, version, label_seq, kind, reason, blob, sha256, at)"
+            "INSERT INTO checkpoints (model_id, version, applied_seq, kind, reason, blob, sha256, at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (model_id, checkpoint.version, checkpoint.label_seq, checkpoint.kind, checkpoint.reason,
+            (model_id, checkpoint.version, checkpoint.applied_seq, checkpoint.kind, checkpoint.reason,
              checkpoint.blob, hashlib.sha256(checkpoint.blob).hexdigest(), time.time()),
         )
         return int(cursor.lastrowid)
@@ -527,7 +528,7 @@ class Store:
         """Newest first, without their blobs. The newest row is the base the durability invariant
         replays from."""
         return self._query(
-            "SELECT id, model_id, version, label_seq, kind, reason, sha256, at FROM checkpoints"
+            "SELECT id, model_id, version, applied_seq, kind, reason, sha256, at FROM checkpoints"
             " WHERE model_id = ? ORDER BY id DESC",
             (model_id,),
         )
@@ -542,7 +543,7 @@ class Store:
     def prequential(self, model_id: int) -> list[dict[str, Any]]:
         """Per labelled window: the prediction made before any label, and the latest label."""
         return self._query(
-            "SELECT p.class AS predicted, l.label FROM predictions p"
+            "SELECT w.id AS window_id, p.class AS predicted, l.label FROM predictions p"
             " JOIN windows w ON w.id = p.window_id"
             f" JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id"
             " WHERE w.model_id = ?",

@@ -22,12 +22,12 @@ class UpdateWorker:
         self,
         store: Store,
         registry: Registry,
-        applied_through: int,
+        applied_seq: int,
         on_update: Callable[[AppliedUpdate, float], None] | None = None,
     ):
         self.store = store
         self.registry = registry
-        self.applied_through = applied_through
+        self.applied_seq = applied_seq
         self.on_update = on_update
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -50,7 +50,7 @@ class UpdateWorker:
         """Block until every label up to ``through`` has been applied (for tests and the CLI)."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self.applied_through < through:
+            while self.applied_seq < through:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -58,7 +58,7 @@ class UpdateWorker:
         return True
 
     def _next_labels(self) -> list[LabelRow]:
-        return self.store.labels_from(self.applied_through, limit=64)
+        return self.store.labels_from(self.applied_seq, limit=64)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -83,7 +83,7 @@ class UpdateWorker:
                         log.error("update row for label %s not written: %s", label.id, error)
                         update = None
                     with self._idle:
-                        self.applied_through = label.id
+                        self.applied_seq = label.id
                         self._idle.notify_all()
                     if update is not None and self.on_update is not None:
                         self.on_update(update, max(0.0, time.time() - label.at))

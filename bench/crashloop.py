@@ -217,20 +217,20 @@ class Outcome:
 def outcome(db: Path) -> Outcome:
     with sqlite3.connect(db) as conn:
         (model_id,) = conn.execute("SELECT id FROM models WHERE patient_id = ?", (PATIENT,)).fetchone()
-        blob, version, label_seq = conn.execute(
-            "SELECT blob, version, label_seq FROM checkpoints WHERE model_id = ? ORDER BY id DESC LIMIT 1",
+        blob, version, applied_seq = conn.execute(
+            "SELECT blob, version, applied_seq FROM checkpoints WHERE model_id = ? ORDER BY id DESC LIMIT 1",
             (model_id,),
         ).fetchone()
         windows = [(float(o), bytes(f)) for o, f in conn.execute(
             "SELECT offset_s, features FROM windows WHERE model_id = ? ORDER BY id", (model_id,))]
         labels = {i: (w, c) for i, w, c in conn.execute("SELECT id, window_id, label FROM labels ORDER BY id")}
         updates = dict(conn.execute(
-            "SELECT ul.label_id, COUNT(*) FROM update_labels ul JOIN updates u ON u.seq = ul.update_seq"
+            "SELECT ul.label_id, COUNT(*) FROM update_labels ul JOIN updates u ON u.id = ul.update_id"
             " WHERE u.model_id = ? GROUP BY ul.label_id", (model_id,)))
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     learner = checkpoint.loads(bytes(blob))
     weights = {k: v.numpy().copy() for k, v in learner.state_dict().items() if hasattr(v, "numpy")}
-    return Outcome(weights, int(version), int(label_seq), windows, labels, updates, str(integrity))
+    return Outcome(weights, int(version), int(applied_seq), windows, labels, updates, str(integrity))
 
 
 def compare(clean: Outcome, crashed: Outcome, accepted: set[int]) -> dict[str, Any]:

@@ -212,7 +212,7 @@ def stored(db: Path, streams: list[Stream], warm_from: float) -> dict[str, Any]:
         label_ids = {i for (i,) in conn.execute("SELECT id FROM labels")}
         timed = [(a, 1000.0 * (u - a)) for a, u in conn.execute(
             "SELECT l.at, u.at FROM update_labels ul JOIN labels l ON l.id = ul.label_id"
-            " JOIN updates u ON u.seq = ul.update_seq")]
+            " JOIN updates u ON u.id = ul.update_id")]
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     lost_windows = sum(max(0, s.windows_acknowledged - per_patient.get(s.patient_id, 0)) for s in streams)
     unacknowledged = sum(max(0, per_patient.get(s.patient_id, 0) - s.windows_acknowledged) for s in streams)

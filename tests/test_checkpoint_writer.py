@@ -26,7 +26,7 @@ def test_flush_returns_once_every_snapshot_is_a_row_in_submission_order(store) -
                                                 bytes([version]) * 1000))
     writer.flush()
     rows = store.checkpoints(model.id)
-    assert [(r["version"], r["label_seq"], r["kind"], r["reason"]) for r in rows] == [
+    assert [(r["version"], r["applied_seq"], r["kind"], r["reason"]) for r in rows] == [
         (150, 300, "periodic", "periodic"), (100, 200, "periodic", "periodic"), (50, 100, "periodic", "periodic"),
         (0, 0, "fork", "fork"),
     ]

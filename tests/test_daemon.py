@@ -73,8 +73,8 @@ def test_ecg_labels_update_the_patient_model_in_place(daemon):
         assert dev.post("/v1/labels", json={"labels": labels[:1]}).status_code == 403
         assert doc.post("/v1/models/ecg/bed-7/rollback", json={"version": 0}).status_code == 403
     with sqlite3.connect(daemon.db) as conn:
-        rows = conn.execute("SELECT version_before, version_after FROM updates ORDER BY seq").fetchall()
-        learned = conn.execute("SELECT label_id FROM update_labels ORDER BY update_seq").fetchall()
+        rows = conn.execute("SELECT version_before, version_after FROM updates ORDER BY id").fetchall()
+        learned = conn.execute("SELECT label_id FROM update_labels ORDER BY update_id").fetchall()
     assert rows == [(i, i + 1) for i in range(len(labels))]
     assert [label_id for (label_id,) in learned] == accepted.json()["label_ids"]
 

@@ -223,7 +223,7 @@ def test_daemon_learns_checkpoints_and_replays_without_torch(tmp_path) -> None:
     assert learned["engine"] == "onnxruntime" and not learned["torch_imported"]
     assert learned["version"] == learned["applied_seq"] > 20
     with sqlite3.connect(db) as conn:
-        (newest_checkpoint,) = conn.execute("SELECT MAX(label_seq) FROM checkpoints").fetchone()
+        (newest_checkpoint,) = conn.execute("SELECT MAX(applied_seq) FROM checkpoints").fetchone()
     # The crash left labels after the newest checkpoint: the restart must replay them.
     assert 0 < newest_checkpoint < learned["applied_seq"]
     # torch installed but the engine asked for: it must still never be imported.

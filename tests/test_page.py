@@ -189,7 +189,7 @@ def test_label_undo_and_timeline_in_the_browser(served: Served, browser: Browser
     with _db(served) as db:
         rows = db.execute(
             "SELECT l.id, l.window_id, l.label, u.version_after FROM labels l"
-            " JOIN update_labels ul ON ul.label_id = l.id JOIN updates u ON u.seq = ul.update_seq"
+            " JOIN update_labels ul ON ul.label_id = l.id JOIN updates u ON u.id = ul.update_id"
             " WHERE l.labeled_by = 'Dr Ada' ORDER BY l.id"
         ).fetchall()
     assert [(r["window_id"], r["label"]) for r in rows] == labelled

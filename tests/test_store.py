@@ -50,12 +50,13 @@ def test_migration_3_moves_update_labels_into_a_table_and_checkpoint_kinds_into_
                                        (4, 1, 4, 8, 'undo label 8', x'00', '', 0), (5, 1, 4, 8, 'shutdown', x'00', '', 0);
     """)
     assert migrate(connection) == len(MIGRATIONS)
-    assert connection.execute("SELECT update_seq, label_id FROM update_labels ORDER BY update_seq").fetchall() == [
+    assert connection.execute("SELECT update_id, label_id FROM update_labels ORDER BY update_id").fetchall() == [
         (1, 7), (2, 8)
     ]
     assert "label_ids" not in {row[1] for row in connection.execute("PRAGMA table_info(updates)")}
-    kinds = [kind for (kind,) in connection.execute("SELECT kind FROM checkpoints ORDER BY id")]
-    assert kinds == ["fork", "periodic", "rollback", "undo", "shutdown"]
+    kinds = connection.execute("SELECT kind, applied_seq FROM checkpoints ORDER BY id").fetchall()
+    assert kinds == [("fork", 0), ("periodic", 8), ("rollback", 8), ("undo", 8), ("shutdown", 8)]
+    assert connection.execute("SELECT id, version_after FROM updates ORDER BY id").fetchall() == [(1, 1), (2, 2)]
 
 
 def test_wal_mode_and_full_sync(store):
