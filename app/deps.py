@@ -7,7 +7,8 @@ what a route touches and a test may override any of them (``app.dependency_overr
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -19,29 +20,21 @@ from app.store import Store
 from app.worker import UpdateWorker
 
 
-def store(request: Request) -> Store:
-    return request.app.state.store
+def _from_state(name: str) -> Callable[[Request], Any]:
+    def provide(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    provide.__name__ = name
+    return provide
 
 
-def registry(request: Request) -> Registry:
-    return request.app.state.registry
-
-
-def ingestor(request: Request) -> Ingestor:
-    return request.app.state.ingestor
-
-
-def worker(request: Request) -> UpdateWorker:
-    return request.app.state.worker
-
-
-def metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-def settings(request: Request) -> Settings:
-    return request.app.state.settings
-
+# Module-level providers, so that ``app.dependency_overrides[deps.store]`` finds the one in use.
+store = _from_state("store")
+registry = _from_state("registry")
+ingestor = _from_state("ingestor")
+worker = _from_state("worker")
+metrics = _from_state("metrics")
+settings = _from_state("settings")
 
 StoreDep = Annotated[Store, Depends(store)]
 RegistryDep = Annotated[Registry, Depends(registry)]
