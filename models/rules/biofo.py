@@ -61,6 +61,8 @@ from typing import Any
 
 import torch
 
+from models import biofo_spec
+from models.biofo_spec import Options, head_key, head_macs_per_sample, own_head
 from models.network import Network
 from models.rules.base import (
     Prediction,
@@ -73,62 +75,28 @@ from models.rules.base import (
 )
 from models.seeding import generator
 
-HEADS = ("gaussian", "ternary")
-SCHEDULES = ("simultaneous", "greedy")
-
 
 class BioFO(Rule):
-    name = "biofo"
-    defaults = {
-        "activation": "relu",
-        "init": "default",
-        "optimizer": {"name": "adam", "lr": 3e-4},
-    }
+    name = biofo_spec.NAME
+    defaults = biofo_spec.DEFAULTS
 
-    def __init__(
-        self,
-        network: Network,
-        seed: int,
-        head: str = "gaussian",
-        head_scale: float | None = None,
-        schedule: str = "simultaneous",
-        greedy_steps: int = 1000,
-        early_exit: float | None = None,
-    ) -> None:
+    def __init__(self, network: Network, seed: int, **options: Any) -> None:
+        """``options``: those of ``models.biofo_spec.Options`` (head, head_scale, schedule,
+        greedy_steps, early_exit), described above."""
         super().__init__(network, seed)
         if network.depth < 1:
             raise ValueError("biofo needs at least one hidden layer")
-        if head not in HEADS:
-            raise ValueError(f"biofo head must be one of {HEADS}, got {head!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"biofo schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if greedy_steps < 1:
-            raise ValueError(f"biofo greedy_steps must be >= 1, got {greedy_steps}")
-        if early_exit is not None and not 0.0 < early_exit <= 1.0:
-            raise ValueError(f"biofo early_exit must be in (0, 1], got {early_exit}")
-        if head_scale is not None and head_scale <= 0:
-            raise ValueError(f"biofo head_scale must be positive, got {head_scale}")
-        self.head_kind = head
-        self.head_scale = None if head_scale is None else float(head_scale)
-        self.schedule = schedule
-        self.greedy_steps = greedy_steps
-        self.early_exit = early_exit
-        self.counters["steps"] = torch.zeros((), dtype=torch.int64)
+        self.config = Options(**options)
+        self.counters[biofo_spec.STEPS] = torch.zeros((), dtype=torch.int64)
         self._install_heads(network, generator(seed, "rule"))
 
     @property
     def options(self) -> dict[str, Any]:
-        return {
-            "head": self.head_kind,
-            "head_scale": self.head_scale,
-            "schedule": self.schedule,
-            "greedy_steps": self.greedy_steps,
-            "early_exit": self.early_exit,
-        }
+        return self.config.as_dict()
 
     def _install_heads(self, network: Network, rng: torch.Generator) -> None:
         classes, dtype = network.num_classes, network.dtype
-        if self.head_kind == "ternary":
+        if self.config.shared_head:
             widths = {layer.out_features for layer in network.layers}
             if len(widths) != 1:
                 raise ValueError(f"biofo ternary head is shared, so widths must be equal: {widths}")
@@ -136,7 +104,7 @@ class BioFO(Rule):
         else:
             for index, layer in enumerate(network.layers[:-1]):
                 head = self._gaussian(classes, layer.out_features, rng, dtype)
-                self.fixed[f"heads.{index}"] = head
+                self.fixed[head_key(index)] = head
             last = self._gaussian(classes, network.layers[-1].out_features, rng, dtype)
         network.readout.weight.copy_(last)
         network.readout.bias.zero_()
@@ -144,8 +112,8 @@ class BioFO(Rule):
 
     def _scale(self, width: int, density: float) -> float:
         """Entry magnitude: ``head_scale`` if given, else such that entries have variance 1/n."""
-        if self.head_scale is not None:
-            return self.head_scale
+        if self.config.head_scale is not None:
+            return self.config.head_scale
         return math.sqrt(1.0 / (density * width))
 
     def _gaussian(
@@ -165,22 +133,23 @@ class BioFO(Rule):
 
     def head(self, network: Network, index: int) -> torch.Tensor:
         """The fixed head ``B`` on hidden layer ``index`` (0-based)."""
-        if self.head_kind == "ternary" or index == network.depth - 1:
-            return network.readout.weight
-        return self.fixed[f"heads.{index}"]
+        if own_head(index, network.depth, self.config.shared_head):
+            return self.fixed[head_key(index)]
+        return network.readout.weight
 
     def active_layer(self, network: Network) -> int:
         """The last layer that learns (and, in the greedy schedule, predicts) now."""
-        if self.schedule == "simultaneous":
+        if self.config.simultaneous:
             return network.depth - 1
-        return min(int(self.counters["steps"]) // self.greedy_steps, network.depth - 1)
+        steps = int(self.counters[biofo_spec.STEPS])
+        return min(steps // self.config.greedy_steps, network.depth - 1)
 
     def updates(
         self, network: Network, h0: torch.Tensor, y: torch.Tensor, ctx: StepContext
     ) -> Iterator[Update]:
         active = self.active_layer(network)
-        first = 0 if self.schedule == "simultaneous" else active
-        self.counters["steps"].add_(1)
+        first = 0 if self.config.simultaneous else active
+        self.counters[biofo_spec.STEPS].add_(1)
         h = h0
         for index in range(active + 1):
             z, h_next = counted_layer_forward(network, index, h, ctx.cost)
@@ -188,17 +157,21 @@ class BioFO(Rule):
                 head = self.head(network, index)
                 error, loss = softmax_error(h_next.mm(head.t()), y)
                 dh = error.mm(head)
-                ctx.cost.add_macs(2 * y.shape[0] * head.numel())
+                ctx.cost.add_macs(y.shape[0] * head_macs_per_sample(*head.shape))
                 ctx.cost.touch(h_next, head, error, head, dh)
                 dz = dh * network.activations[index].grad(z)
                 yield Update(layer_grads(network, index, dz, h, ctx.cost), loss)
             h = h_next
 
+    def predicts_from_readout(self, network: Network) -> bool:
+        """Whether a prediction is the plain pass through every layer and the read-out."""
+        return self.config.early_exit is None and self.active_layer(network) == network.depth - 1
+
     def predict(self, network: Network, h0: torch.Tensor) -> Prediction:
-        last = self.active_layer(network)
-        if self.early_exit is None and last == network.depth - 1:
+        if self.predicts_from_readout(network):
             return super().predict(network, h0)
-        threshold = float("inf") if self.early_exit is None else self.early_exit
+        last, early_exit = self.active_layer(network), self.config.early_exit
+        threshold = float("inf") if early_exit is None else early_exit
         batch = h0.shape[0]
         probabilities = h0.new_empty(batch, network.num_classes)
         exit_layer = torch.full((batch,), last + 1, dtype=torch.int64)
