@@ -28,8 +28,10 @@ in one graph is the same step. Graph inputs and outputs carry the learner's stat
 
 Only what the daemon runs is supported: dense ReLU layers (masks allowed), Bio-FO in the
 simultaneous schedule without early exit, Gaussian or ternary heads, Adam or SGD, float32.
-``plan_for`` refuses anything else with the reason, and also refuses rule or optimizer options it
-does not know, so an option added to the torch code cannot be silently ignored here.
+``plan_for`` refuses anything else with the reason. It also refuses every rule option the graphs
+do not depend on (``GRAPH_OPTIONS``) unless it has its default, and optimizer options it does not
+know, so an option added to ``models.biofo_spec.Options`` or the optimizers cannot be silently
+ignored here.
 
 Why built from the spec and not traced from the torch rule: a traced graph needs torch where it
 is made, so it would have to travel inside or beside every checkpoint, and a checkpoint written
@@ -41,7 +43,7 @@ consecutive real updates must end within 1e-4 of torch (tests/test_engine_onnxru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,10 @@ PROBABILITIES = "probabilities"
 LOSSES = "loss_per_layer"
 NEXT = "next/"
 ACTIVATION = "relu"  # the one activation the graphs compute (ReLU's derivative: 1[z > 0])
+# The rule options the graphs handle (the head kind; the scale only shaped the stored heads, and
+# the greedy step count means nothing in the simultaneous schedule); every other must keep its
+# default, which is the simultaneous schedule's full pass.
+GRAPH_OPTIONS = ("head", "head_scale", "greedy_steps")
 # The learner's state names: its network's arrays, the rule's and the optimizer's, prefixed.
 READOUT_WEIGHT = "network.readout.weight"
 RULE_STEPS = f"rule.{STEPS}"
@@ -168,10 +174,11 @@ def plan_for(spec: dict[str, Any]) -> Plan:
     except ValueError as error:
         problems.append(str(error))
         options = Options()
-    if not options.simultaneous:
-        problems.append(f"schedule {options.schedule!r} (only the simultaneous one)")
-    if options.early_exit is not None:
-        problems.append("early_exit (only the full pass)")
+    runnable = Options(**{name: getattr(options, name) for name in GRAPH_OPTIONS})
+    for field in fields(Options):
+        value, only = getattr(options, field.name), getattr(runnable, field.name)
+        if value != only:
+            problems.append(f"{field.name} {value!r} (only {only!r})")
     if spec.get("dtype", "float32") != "float32":
         problems.append(f"dtype {spec.get('dtype')!r} (only 'float32')")
     widths, masked = [], []
