@@ -5,7 +5,10 @@ ordinary graph: inputs are the current weights, the optimizer state, the batch, 
 learning rate; outputs are the new weights and state, the loss of every layer and the class
 probabilities before the update. Nothing here imports torch: the graphs are built with
 ``onnx.helper`` from the learner's spec (``Learner.spec``, which every checkpoint carries), so the
-device builds them at load time from any checkpoint, whichever engine wrote it.
+device builds them at load time from any checkpoint, whichever engine wrote it. What Bio-FO is
+(options and defaults, which head each layer reads, state keys, optimizer slots) comes from
+``models.biofo_spec``, which the torch rule reads too; the nodes are written with
+``models.onnx_graph``, as ``models.export`` writes its graphs.
 
 The nodes spell out, op for op, what the torch code computes (simultaneous schedule, batch mean):
 
@@ -25,29 +28,44 @@ in one graph is the same step. Graph inputs and outputs carry the learner's stat
 
 Only what the daemon runs is supported: dense ReLU layers (masks allowed), Bio-FO in the
 simultaneous schedule without early exit, Gaussian or ternary heads, Adam or SGD, float32.
-``plan_for`` refuses anything else with the reason, and also refuses rule or optimizer options it
-does not know, so an option added to the torch code cannot be silently ignored here.
+``plan_for`` refuses anything else with the reason. It also refuses every rule option the graphs
+do not depend on (``GRAPH_OPTIONS``) unless it has its default, and optimizer options it does not
+know, so an option added to ``models.biofo_spec.Options`` or the optimizers cannot be silently
+ignored here.
 
 Why built from the spec and not traced from the torch rule: a traced graph needs torch where it
 is made, so it would have to travel inside or beside every checkpoint, and a checkpoint written
 by the torch engine (or a base model trained before) would not carry it. The spec and the state
-arrays are all a checkpoint has, and all this needs. What keeps the two definitions together is
-checked, not assumed: the option sets are compared with the torch rule's and optimizers', and
-1000 consecutive real updates must end within 1e-4 of torch (tests/test_engine_onnxruntime.py).
+arrays are all a checkpoint has, and all this needs. What keeps the two computations together is
+checked, not assumed: the optimizer option sets are compared with ``models.optim``'s, and 1000
+consecutive real updates must end within 1e-4 of torch (tests/test_engine_onnxruntime.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
-# As models.export: loadable by the older onnxruntime builds found on Jetson boards.
-OPSET = 13
-IR_VERSION = 7
+from models.biofo_spec import (
+    ADAM_MOMENTS,
+    DEFAULTS,
+    NAME,
+    OPTIMIZER_OPTIONS,
+    RULE_OPTIONS,
+    STEP_SLOT,
+    STEPS,
+    VELOCITY_SLOT,
+    Options,
+    head_key,
+    head_macs_per_sample,
+    optimizer_slots,
+    own_head,
+)
+from models.onnx_graph import Graph, value_info
 
 FEATURES = "x"
 LABELS = "y"
@@ -55,13 +73,14 @@ LEARNING_RATE = "lr"
 PROBABILITIES = "probabilities"
 LOSSES = "loss_per_layer"
 NEXT = "next/"
-
-RULE_OPTIONS = frozenset({"head", "head_scale", "schedule", "greedy_steps", "early_exit"})
-OPTIMIZER_OPTIONS = {
-    "adam": frozenset({"name", "lr", "betas", "eps", "weight_decay"}),
-    "sgd": frozenset({"name", "lr", "momentum", "nesterov", "weight_decay"}),
-}
-OPTIMIZER_SLOTS = {"adam": ("m", "v", "step")}
+ACTIVATION = "relu"  # the one activation the graphs compute (ReLU's derivative: 1[z > 0])
+# The rule options the graphs handle (the head kind; the scale only shaped the stored heads, and
+# the greedy step count means nothing in the simultaneous schedule); every other must keep its
+# default, which is the simultaneous schedule's full pass.
+GRAPH_OPTIONS = ("head", "head_scale", "greedy_steps")
+# The learner's state names: its network's arrays, the rule's and the optimizer's, prefixed.
+READOUT_WEIGHT = "network.readout.weight"
+RULE_STEPS = f"rule.{STEPS}"
 
 
 class UnsupportedSpec(ValueError):
@@ -91,9 +110,9 @@ class Plan:
 
     def head_name(self, index: int) -> str:
         """The fixed head ``B`` of hidden layer ``index`` (``BioFO.head``)."""
-        if self.shared_head or index == self.depth - 1:
-            return "network.readout.weight"
-        return f"rule.heads.{index}"
+        if own_head(index, self.depth, self.shared_head):
+            return f"rule.{head_key(index)}"
+        return READOUT_WEIGHT
 
     def trainable(self) -> dict[str, tuple[int, ...]]:
         """Optimizer parameter names (``Network.parameters``) and their shapes."""
@@ -104,10 +123,8 @@ class Plan:
         return params
 
     def slots(self) -> tuple[str, ...]:
-        """Optimizer state kept per parameter (``Optimizer._new_state``)."""
-        if self.optimizer == "sgd":
-            return ("velocity",) if dict(self.hyper)["momentum"] else ()
-        return OPTIMIZER_SLOTS[self.optimizer]
+        """Optimizer state kept per parameter."""
+        return optimizer_slots({"name": self.optimizer, **dict(self.hyper)})
 
     def state_shapes(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Every array of ``Learner.state_dict()`` a graph reads, by name, with shape and dtype."""
@@ -115,9 +132,9 @@ class Plan:
         shapes = {
             "network.input_mean": ((self.input_dim,), f32),
             "network.input_std": ((self.input_dim,), f32),
-            "network.readout.weight": ((self.num_classes, self.widths[-1]), f32),
+            READOUT_WEIGHT: ((self.num_classes, self.widths[-1]), f32),
             "network.readout.bias": ((self.num_classes,), f32),
-            "rule.steps": ((), i64),
+            RULE_STEPS: ((), i64),
         }
         for index in range(self.depth):
             shape = self.layer_shape(index)
@@ -125,44 +142,52 @@ class Plan:
             shapes[f"network.layers.{index}.bias"] = ((shape[0],), f32)
             if self.masked[index]:
                 shapes[f"network.layers.{index}.mask"] = (shape, f32)
-            if not self.shared_head and index < self.depth - 1:
-                shapes[f"rule.heads.{index}"] = ((self.num_classes, shape[0]), f32)
+            head = self.head_name(index)
+            if head != READOUT_WEIGHT:
+                shapes[head] = ((self.num_classes, shape[0]), f32)
         for name, shape in self.trainable().items():
             for slot in self.slots():
-                slot_shape, dtype = ((), i64) if slot == "step" else (shape, f32)
+                slot_shape, dtype = ((), i64) if slot == STEP_SLOT else (shape, f32)
                 shapes[f"optimizer.{name}.{slot}"] = (slot_shape, dtype)
         return shapes
 
     def macs_per_sample(self, nonzeros: list[int]) -> int:
         """Multiply-accumulates of one update per sample, counted as ``models.cost`` does:
-        forward and weight gradient per connection (``nonzeros[k]``), head and ``B_kᵀ δa_k``."""
-        return sum(2 * nz + 2 * self.num_classes * n for nz, n in zip(nonzeros, self.widths))
+        forward and weight gradient per connection (``nonzeros[k]``) and the head's two products."""
+        return sum(
+            2 * nz + head_macs_per_sample(self.num_classes, n)
+            for nz, n in zip(nonzeros, self.widths)
+        )
 
 
 def plan_for(spec: dict[str, Any]) -> Plan:
     """The graphs' plan for a learner spec (``Learner.spec``), or ``UnsupportedSpec`` saying why."""
     problems: list[str] = []
-    if spec.get("rule") != "biofo":
-        problems.append(f"rule {spec.get('rule')!r} (only 'biofo')")
-    options = spec.get("rule_options", {})
-    unknown = set(options) - RULE_OPTIONS
+    if spec.get("rule") != NAME:
+        problems.append(f"rule {spec.get('rule')!r} (only {NAME!r})")
+    given = spec.get("rule_options", {})
+    unknown = set(given) - RULE_OPTIONS
     if unknown:
         problems.append(f"unknown biofo options {sorted(unknown)}")
-    if options.get("schedule", "simultaneous") != "simultaneous":
-        problems.append(f"schedule {options.get('schedule')!r} (only 'simultaneous')")
-    if options.get("early_exit") is not None:
-        problems.append("early_exit (only the full pass)")
-    head = options.get("head", "gaussian")
-    if head not in ("gaussian", "ternary"):
-        problems.append(f"head {head!r}")
+    try:
+        options = Options(**{key: value for key, value in given.items() if key in RULE_OPTIONS})
+    except ValueError as error:
+        problems.append(str(error))
+        options = Options()
+    runnable = Options(**{name: getattr(options, name) for name in GRAPH_OPTIONS})
+    for field in fields(Options):
+        value, only = getattr(options, field.name), getattr(runnable, field.name)
+        if value != only:
+            problems.append(f"{field.name} {value!r} (only {only!r})")
     if spec.get("dtype", "float32") != "float32":
         problems.append(f"dtype {spec.get('dtype')!r} (only 'float32')")
     widths, masked = [], []
     for index, layer in enumerate(spec.get("layers", [])):
         if layer.get("type") != "dense":
             problems.append(f"layer {index} of type {layer.get('type')!r} (only 'dense')")
-        if layer.get("activation", spec.get("activation", "relu")) != "relu":
-            problems.append(f"layer {index} activation {layer.get('activation')!r} (only 'relu')")
+        activation = layer.get("activation", spec.get("activation", DEFAULTS["activation"]))
+        if activation != ACTIVATION:
+            problems.append(f"layer {index} activation {activation!r} (only {ACTIVATION!r})")
         widths.append(int(layer.get("units", 0)))
         masked.append(layer.get("mask") is not None)
     if not widths:
@@ -170,7 +195,7 @@ def plan_for(spec: dict[str, Any]) -> Plan:
     optimizer = dict(spec.get("optimizer", {}))
     name = optimizer.get("name")
     if name not in OPTIMIZER_OPTIONS:
-        problems.append(f"optimizer {name!r} (only 'adam' or 'sgd')")
+        problems.append(f"optimizer {name!r} (only {' or '.join(map(repr, OPTIMIZER_OPTIONS))})")
     elif set(optimizer) != OPTIMIZER_OPTIONS[name]:
         expected = sorted(OPTIMIZER_OPTIONS[name])
         problems.append(f"{name} options {sorted(optimizer)}; expected {expected}")
@@ -184,58 +209,31 @@ def plan_for(spec: dict[str, Any]) -> Plan:
     )
     return Plan(
         input_dim=int(spec["input_dim"]), widths=tuple(widths), num_classes=len(spec["classes"]),
-        masked=tuple(masked), shared_head=head == "ternary", optimizer=name, hyper=hyper,
+        masked=tuple(masked), shared_head=options.shared_head, optimizer=name, hyper=hyper,
     )
 
 
-class _Graph:
-    """Nodes with generated intermediate names; constants become initializers."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attributes: Any) -> str:
-        """One node; its output is ``out`` (a graph output's name) or a generated name."""
-        self._count += 1
-        output = out or f"{op_type.lower()}_{self._count}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], **attributes))
-        return output
-
-    def const(self, value: Any, dtype: type = np.float32) -> str:
-        self._count += 1
-        name = f"const_{self._count}"
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-
-def _value_info(name: str, shape: tuple[Any, ...], dtype: np.dtype) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), list(shape))
-
-
-def _hidden(g: _Graph, plan: Plan, index: int, h: str) -> tuple[str, str]:
+def _hidden(g: Graph, plan: Plan, index: int, h: str) -> tuple[str, str]:
     """``(z, relu(z))`` of hidden layer ``index``."""
     weight = f"network.layers.{index}.weight"
     if plan.masked[index]:
         weight = g.op("Mul", weight, f"network.layers.{index}.mask")
-    z = g.op("Gemm", h, weight, f"network.layers.{index}.bias", transB=1)
-    return z, g.op("Relu", z)
+    z = g.dense(h, weight, f"network.layers.{index}.bias")
+    return z, g.activation(ACTIVATION, z)
 
 
-def _standardise(g: _Graph) -> str:
-    return g.op("Div", g.op("Sub", FEATURES, "network.input_mean"), "network.input_std")
+def _standardise(g: Graph) -> str:
+    return g.standardise(FEATURES, "network.input_mean", "network.input_std")
 
 
-def _inference_nodes(g: _Graph, plan: Plan) -> None:
+def _inference_nodes(g: Graph, plan: Plan) -> None:
     h = _standardise(g)
     for index in range(plan.depth):
         h = _hidden(g, plan, index, h)[1]
-    logits = g.op("Gemm", h, "network.readout.weight", "network.readout.bias", transB=1)
-    g.op("Softmax", logits, axis=1, out=PROBABILITIES)
+    g.softmax(g.dense(h, READOUT_WEIGHT, "network.readout.bias"), out=PROBABILITIES)
 
 
-def _adam_scalars(g: _Graph, plan: Plan) -> tuple[str, str]:
+def _adam_scalars(g: Graph, plan: Plan) -> tuple[str, str]:
     """Advance Adam's step count; return ``α_t = lr·√(1−β2ᵗ)/(1−β1ᵗ)`` and ``ε̂ = ε·√(1−β2ᵗ)``.
 
     ``p − α_t·m / (√v + ε̂)`` is ``Adam._update``'s ``p − lr·m̂ / (√v̂ + ε)`` with numerator and
@@ -245,59 +243,63 @@ def _adam_scalars(g: _Graph, plan: Plan) -> tuple[str, str]:
     counts are equal (``OrtLearner`` refuses a state where they differ) and one serves them all.
     """
     hyper = dict(plan.hyper)
-    beta1, beta2 = hyper["betas"]
-    names = [f"optimizer.{name}.step" for name in plan.trainable()]
-    step = g.op("Add", names[0], g.const(1, np.int64), out=f"{NEXT}{names[0]}")
+    beta1, beta2 = (float(beta) for beta in hyper["betas"])
+    names = [f"optimizer.{name}.{STEP_SLOT}" for name in plan.trainable()]
+    step = g.op("Add", names[0], g.constant(1), out=f"{NEXT}{names[0]}")
     for name in names[1:]:
         g.op("Identity", step, out=f"{NEXT}{name}")
     # In double, as Python computes ``1 − β^t`` before torch rounds it to the tensor's float32.
     t = g.op("Cast", step, to=TensorProto.DOUBLE)
-    one = g.const(1.0, np.float64)
+    one = g.constant(1.0, dtype=np.float64)
     first, second = (
-        g.op("Sub", one, g.op("Pow", g.const(beta, np.float64), t)) for beta in (beta1, beta2)
+        g.op("Sub", one, g.op("Pow", g.constant(beta, dtype=np.float64), t))
+        for beta in (beta1, beta2)
     )
     root = g.op("Sqrt", second)
     lr = g.op("Cast", LEARNING_RATE, to=TensorProto.DOUBLE)
     step_size = g.op("Div", g.op("Mul", lr, root), first)
-    eps = g.op("Mul", g.const(hyper["eps"], np.float64), root)
+    eps = g.op("Mul", g.constant(float(hyper["eps"]), dtype=np.float64), root)
     return (g.op("Cast", step_size, to=TensorProto.FLOAT), g.op("Cast", eps, to=TensorProto.FLOAT))
 
 
 def _optimizer_step(
-    g: _Graph, plan: Plan, name: str, grad: str, adam: tuple[str, str] | None
+    g: Graph, plan: Plan, name: str, grad: str, adam: tuple[str, str] | None
 ) -> None:
     """One optimizer step of parameter ``name``, as ``Adam._update`` / ``SGD._update``."""
     hyper = dict(plan.hyper)
     param, state = f"network.{name}", f"optimizer.{name}"
     if hyper["weight_decay"]:
-        grad = g.op("Add", grad, g.op("Mul", g.const(hyper["weight_decay"]), param))
+        decay = g.constant(float(hyper["weight_decay"]))
+        grad = g.op("Add", grad, g.op("Mul", decay, param))
     if adam is not None:
-        beta1, beta2 = hyper["betas"]
+        beta1, beta2 = (float(beta) for beta in hyper["betas"])
+        m_name, v_name = (f"{state}.{slot}" for slot in ADAM_MOMENTS)
         step_size, eps = adam
-        m = g.op("Add", g.op("Mul", f"{state}.m", g.const(beta1)),
-                 g.op("Mul", grad, g.const(1.0 - beta1)), out=f"{NEXT}{state}.m")
+        m = g.op("Add", g.op("Mul", m_name, g.constant(beta1)),
+                 g.op("Mul", grad, g.constant(1.0 - beta1)), out=f"{NEXT}{m_name}")
         square = g.op("Mul", grad, grad)
-        v = g.op("Add", g.op("Mul", f"{state}.v", g.const(beta2)),
-                 g.op("Mul", square, g.const(1.0 - beta2)), out=f"{NEXT}{state}.v")
+        v = g.op("Add", g.op("Mul", v_name, g.constant(beta2)),
+                 g.op("Mul", square, g.constant(1.0 - beta2)), out=f"{NEXT}{v_name}")
         delta = g.op("Div", g.op("Mul", m, step_size), g.op("Add", g.op("Sqrt", v), eps))
     else:
-        momentum = hyper["momentum"]
+        momentum = float(hyper["momentum"])
         if momentum:
-            velocity = g.op("Add", g.op("Mul", f"{state}.velocity", g.const(momentum)), grad,
-                            out=f"{NEXT}{state}.velocity")
+            velocity_name = f"{state}.{VELOCITY_SLOT}"
+            velocity = g.op("Add", g.op("Mul", velocity_name, g.constant(momentum)), grad,
+                            out=f"{NEXT}{velocity_name}")
             if hyper["nesterov"]:
-                grad = g.op("Add", grad, g.op("Mul", g.const(momentum), velocity))
+                grad = g.op("Add", grad, g.op("Mul", g.constant(momentum), velocity))
             else:
                 grad = velocity
         delta = g.op("Mul", LEARNING_RATE, grad)
     g.op("Sub", param, delta, out=f"{NEXT}{param}")
 
 
-def _update_nodes(g: _Graph, plan: Plan) -> list[str]:
+def _update_nodes(g: Graph, plan: Plan) -> list[str]:
     """The nodes of one step; returns the names of the state arrays the step replaces."""
-    batch = g.op("Cast", g.op("Gather", g.op("Shape", FEATURES), g.const(0, np.int64), axis=0),
+    batch = g.op("Cast", g.op("Gather", g.op("Shape", FEATURES), g.constant(0), axis=0),
                  to=TensorProto.FLOAT)
-    depth, values = g.const(plan.num_classes, np.int64), g.const([0.0, 1.0])
+    depth, values = g.constant(plan.num_classes), g.constant([0.0, 1.0])
     onehot = g.op("OneHot", LABELS, depth, values, axis=-1)
     adam = _adam_scalars(g, plan) if plan.optimizer == "adam" else None
     losses, log_p = [], ""
@@ -305,40 +307,30 @@ def _update_nodes(g: _Graph, plan: Plan) -> list[str]:
     for index in range(plan.depth):
         z, h_next = _hidden(g, plan, index, h)
         head = plan.head_name(index)
-        log_p = g.op("LogSoftmax", g.op("Gemm", h_next, head, transB=1), axis=1)
+        log_p = g.op("LogSoftmax", g.dense(h_next, head), axis=1)
         picked = g.op("ReduceSum", g.op("Mul", log_p, onehot), keepdims=0)
         loss = g.op("Neg", g.op("Div", picked, batch))
-        losses.append(g.op("Unsqueeze", loss, g.const([0], np.int64)))
+        losses.append(g.op("Unsqueeze", loss, g.constant([0])))
         error = g.op("Div", g.op("Sub", g.op("Exp", log_p), onehot), batch)
-        active = g.op("Cast", g.op("Greater", z, g.const(0.0)), to=TensorProto.FLOAT)
+        active = g.op("Cast", g.op("Greater", z, g.constant(0.0)), to=TensorProto.FLOAT)
         dz = g.op("Mul", g.op("MatMul", error, head), active)
         grad_w = g.op("Gemm", dz, h, transA=1)
         if plan.masked[index]:
             grad_w = g.op("Mul", grad_w, f"network.layers.{index}.mask")
-        grad_b = g.op("ReduceSum", dz, g.const([0], np.int64), keepdims=0)
+        grad_b = g.op("ReduceSum", dz, g.constant([0]), keepdims=0)
         _optimizer_step(g, plan, f"layers.{index}.weight", grad_w, adam)
         _optimizer_step(g, plan, f"layers.{index}.bias", grad_b, adam)
         h = h_next
     g.op("Concat", *losses, axis=0, out=LOSSES)
     # The last layer's head is the read-out (bias 0, frozen): the prediction before the step.
     g.op("Exp", log_p, out=PROBABILITIES)
-    g.op("Add", "rule.steps", g.const(1, np.int64), out=f"{NEXT}rule.steps")
+    g.op("Add", RULE_STEPS, g.constant(1), out=f"{NEXT}{RULE_STEPS}")
     replaced = [f"network.{name}" for name in plan.trainable()]
     replaced += [f"optimizer.{name}.{slot}" for name in plan.trainable() for slot in plan.slots()]
-    return [*replaced, "rule.steps"]
+    return [*replaced, RULE_STEPS]
 
 
-def _model(g: _Graph, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-           name: str) -> onnx.ModelProto:
-    graph = helper.make_graph(g.nodes, name, inputs, outputs, g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="biofo")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
-
-
-def _read(g: _Graph, plan: Plan) -> list[str]:
+def _read(g: Graph, plan: Plan) -> list[str]:
     """State names the graph's nodes read, in ``state_shapes`` order."""
     used = {name for node in g.nodes for name in node.input}
     return [name for name in plan.state_shapes() if name in used]
@@ -349,36 +341,35 @@ def inference_model(plan: Plan, weights: dict[str, np.ndarray] | None = None) ->
 
     The state arrays are graph inputs, or, given ``weights``, initializers holding them (a
     self-contained model for export)."""
-    g = _Graph()
+    g = Graph()
     _inference_nodes(g, plan)
     shapes = plan.state_shapes()
     state = _read(g, plan)
-    inputs = [_value_info(FEATURES, ("batch", plan.input_dim), np.dtype(np.float32))]
+    inputs = [value_info(FEATURES, ("batch", plan.input_dim), np.float32)]
     if weights is None:
-        inputs += [_value_info(name, *shapes[name]) for name in state]
+        inputs += [value_info(name, *shapes[name]) for name in state]
     else:
         for name in state:
-            array = np.ascontiguousarray(weights[name], dtype=shapes[name][1])
-            g.initializers.append(numpy_helper.from_array(array, name))
-    outputs = [_value_info(PROBABILITIES, ("batch", plan.num_classes), np.dtype(np.float32))]
-    return _model(g, inputs, outputs, "biofo_inference")
+            g.constant(weights[name], name, dtype=shapes[name][1])
+    outputs = [value_info(PROBABILITIES, ("batch", plan.num_classes), np.float32)]
+    return g.model(inputs, outputs, "biofo_inference", full_check=False)
 
 
 def update_model(plan: Plan) -> onnx.ModelProto:
     """One Bio-FO update: ``x``, ``y`` (batch,) int64, ``lr`` and the state -> ``next/<state>``,
     ``loss_per_layer`` (depth,) and ``probabilities`` (batch, C) before the step."""
-    g = _Graph()
+    g = Graph()
     replaced = _update_nodes(g, plan)
     shapes = plan.state_shapes()
     inputs = [
-        _value_info(FEATURES, ("batch", plan.input_dim), np.dtype(np.float32)),
-        _value_info(LABELS, ("batch",), np.dtype(np.int64)),
-        _value_info(LEARNING_RATE, (), np.dtype(np.float32)),
-        *(_value_info(name, *shapes[name]) for name in _read(g, plan)),
+        value_info(FEATURES, ("batch", plan.input_dim), np.float32),
+        value_info(LABELS, ("batch",), np.int64),
+        value_info(LEARNING_RATE, (), np.float32),
+        *(value_info(name, *shapes[name]) for name in _read(g, plan)),
     ]
     outputs = [
-        *(_value_info(f"{NEXT}{name}", *shapes[name]) for name in replaced),
-        _value_info(LOSSES, (plan.depth,), np.dtype(np.float32)),
-        _value_info(PROBABILITIES, ("batch", plan.num_classes), np.dtype(np.float32)),
+        *(value_info(f"{NEXT}{name}", *shapes[name]) for name in replaced),
+        value_info(LOSSES, (plan.depth,), np.float32),
+        value_info(PROBABILITIES, ("batch", plan.num_classes), np.float32),
     ]
-    return _model(g, inputs, outputs, "biofo_update")
+    return g.model(inputs, outputs, "biofo_update", full_check=False)

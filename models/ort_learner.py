@@ -13,7 +13,6 @@ battery of a bedside box.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,6 +35,8 @@ from models.biofo_onnx import (
     plan_for,
     update_model,
 )
+from models.biofo_spec import STEP_SLOT
+from models.onnx_graph import set_metadata
 
 # Carried through unchanged: the torch learner's counter and random generator state.
 LEARNER_KEYS = ("learner.version", "learner.generator")
@@ -83,7 +84,7 @@ class OrtLearner:
                 raise ValueError(
                     f"{name}: stored {array.dtype} {array.shape} does not fit {dtype} {shape}"
                 )
-        steps = {int(archive.arrays[name]) for name in shapes if name.endswith(".step")}
+        steps = {int(archive.arrays[name]) for name in shapes if name.endswith(f".{STEP_SLOT}")}
         if len(steps) > 1:
             raise ValueError(f"optimizer step counts differ across parameters: {sorted(steps)}")
         self._state = {name: np.array(array) for name, array in archive.arrays.items()}
@@ -197,9 +198,5 @@ class OrtLearner:
         """The inference graph, current weights as initializers: ``x`` -> ``probabilities``,
         with the metadata ``models.export`` writes (classes, rule, version)."""
         model = inference_model(self.plan, self._state)
-        onnx.helper.set_model_props(model, {
-            "classes": json.dumps(list(self.classes)),
-            "rule": str(self.spec["rule"]),
-            "version": str(self.version),
-        })
+        set_metadata(model, self.classes, str(self.spec["rule"]), self.version)
         return model.SerializeToString()

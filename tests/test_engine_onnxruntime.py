@@ -21,7 +21,8 @@ import torch
 from app.base_models import base_path
 from app.engine import load_learner, resolve_engine
 from models import checkpoint
-from models.biofo_onnx import OPTIMIZER_OPTIONS, RULE_OPTIONS, UnsupportedSpec, plan_for
+from models.biofo_onnx import UnsupportedSpec, plan_for
+from models.biofo_spec import OPTIMIZER_OPTIONS, RULE_OPTIONS
 from models.factory import build_learner
 from models.optim import Adam, SGD
 from models.ort_learner import OrtLearner

@@ -5,11 +5,6 @@ Step: forward pass keeping every ``z_k`` and ``h_k``; ``e = (softmax(logits) −
 ``ΔW_k = δz_k h_{k-1}ᵀ``. Each layer's update is released right after its transport product, so
 only one layer's gradients are alive at a time; the activations of all layers are.
 
-Stores between steps: nothing.
-Cost per sample: forward F MACs (F = Σ layer MACs + read-out) + weight gradients F + transport
-F − (first layer), i.e. about 3F, strictly sequential. Memory: every layer's z and h
-(``2·Σ n_k`` values per sample) until the backward pass reaches it, plus one layer's gradients.
-
 Defaults: ReLU, PyTorch's default initialisation, Adam lr 1e-4 (the Bio-FO repo's BP baseline).
 """
 
@@ -34,6 +29,29 @@ from models.rules.base import (
 
 
 class BP(Rule):
+    """Backpropagation, written out: the reference for every other rule.
+
+    Stores between steps: nothing.
+    Cost per sample: forward F MACs (F = Σ layer MACs + read-out) + weight gradients F +
+    transport F − (first layer), i.e. about 3F, strictly sequential. Memory: every layer's z and h
+    (``2·Σ n_k`` values per sample) until the backward pass reaches it, plus one layer's gradients.
+
+    With ``F = 3·4 + 4·4 + 4·2 = 36`` a step costs ``36 + 36 + (36 − 12)`` MACs, and learning the
+    same sample again starts from a lower loss:
+
+    >>> import numpy as np
+    >>> from models.factory import build_learner
+    >>> bp = build_learner({"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4], "rule": "bp"})
+    >>> bp.rule.state_dict()
+    {}
+    >>> beat, label = np.array([[0.5, -1.0, 2.0]]), np.array([1])
+    >>> step = bp.learn(beat, label)
+    >>> step.macs
+    96
+    >>> bp.learn(beat, label).loss_per_layer < step.loss_per_layer
+    True
+    """
+
     name = "bp"
     defaults = {
         "activation": "relu",

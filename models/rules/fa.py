@@ -5,10 +5,6 @@ random matrix of the same shape.
 He-uniform U(±√(6/fan_in)) as the DRTP repository's FA wrapper does. Setting ``B_k = W_k`` gives BP
 exactly. The first layer needs no B (nothing below it learns).
 
-Stores between steps: B for hidden layers 2..L and the read-out (as many values as those weights).
-Cost per sample: same as BP (about 3F MACs, sequential backward); memory: every layer's activations,
-like BP, plus the B matrices.
-
 Defaults: tanh, zero forward weights, SGD with Nesterov momentum 0.9 and lr 1e-4 (the DRTP
 repository's settings for its FA/DFA/DRTP family; its slides note zero init for that family).
 """
@@ -25,6 +21,24 @@ from models.seeding import generator
 
 
 class FA(BP):
+    """Feedback alignment: BP with a fixed random matrix in place of every transport ``Wᵀ``.
+
+    Stores between steps: B for hidden layers 2..L and the read-out (as many values as those
+    weights).
+    Cost per sample: same as BP (about 3F MACs, sequential backward); memory: every layer's
+    activations, like BP, plus the B matrices.
+
+    The feedback matrices have the shapes of ``W_2`` and the read-out's; a step costs BP's MACs:
+
+    >>> from numpy import array
+    >>> from models.factory import build_learner
+    >>> fa = build_learner({"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4], "rule": "fa"})
+    >>> {name: tuple(b.shape) for name, b in fa.rule.fixed.items()}
+    {'feedback.1': (4, 4), 'feedback.readout': (2, 4)}
+    >>> fa.learn(array([[0.5, -1.0, 2.0]]), array([1])).macs
+    96
+    """
+
     name = "fa"
     defaults = {
         "activation": "tanh",

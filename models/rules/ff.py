@@ -30,14 +30,6 @@ Prediction (option ``prediction``):
 
 The network's own read-out is unused: it is zeroed and frozen.
 
-Stores between steps: the classifier (``C·Σ_{k ≥ readout_from} n_k`` values) and one running
-mean per layer (``Σ n_k``). No fixed matrices.
-Cost per sample: three passes through the hidden layers 3H (H = Σ layer MACs, the first layer
-including its C label inputs) + weight gradients of the positive and negative samples 2H +
-classifier forward and gradient 2·C·Σ n_k. Prediction: H + C·Σ n_k (read-out) or C·H (goodness).
-Memory: one layer's three activations at a time, plus the neutral activities that feed the
-classifier.
-
 Defaults: ReLU; He-uniform weights and zero biases (loeweX draws N(0, 1/n_out): half He's
 variance for its square layers; with unit-RMS inputs He puts the initial goodness at the
 threshold n whatever the layer shapes);
@@ -88,6 +80,30 @@ def wrong_labels(y: torch.Tensor, num_classes: int, rng: torch.Generator) -> tor
 
 
 class FF(Rule):
+    """Forward-Forward: goodness of positive and negative label passes, layer by layer.
+
+    Stores between steps: the classifier (``C·Σ_{k ≥ readout_from} n_k`` values) and one running
+    mean per layer (``Σ n_k``). No fixed matrices.
+    Cost per sample: three passes through the hidden layers 3H (H = Σ layer MACs, the first layer
+    including its C label inputs) + weight gradients of the positive and negative samples 2H +
+    classifier forward and gradient 2·C·Σ n_k. Prediction: H + C·Σ n_k (read-out) or C·H (goodness).
+    Memory: one layer's three activations at a time, plus the neutral activities that feed the
+    classifier.
+
+    The first layer sees the 3 features and 2 label entries (``H = 5·4 + 4·4 = 36``); a step
+    costs ``3·36 + 2·36 + 2·2·4`` MACs:
+
+    >>> import numpy as np
+    >>> from models.factory import build_learner
+    >>> ff = build_learner({"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4], "rule": "ff"})
+    >>> tuple(ff.network.layers[0].weight.shape)
+    (4, 5)
+    >>> {name: tuple(t.shape) for name, t in ff.rule.state_dict().items()}
+    {'classifier': (2, 4), 'running_mean.0': (4,), 'running_mean.1': (4,)}
+    >>> ff.learn(np.array([[0.5, -1.0, 2.0]]), np.array([1])).macs
+    196
+    """
+
     name = "ff"
     defaults = {
         "activation": "relu",

@@ -29,12 +29,6 @@ arguments move samples by up to 0.06 and flip 48 signs of the square wave.)
 The reference blocks are Linear/Conv → BatchNorm → LeakyReLU; there is no BatchNorm here (a batch
 of one, the streaming case, has no batch statistics).
 
-Stores between steps: Φ_k per layer (``C·D_k`` values; deterministic, kept so that a checkpoint is
-self-contained), and for LLS-M ``C`` / LLS-MxM ``C²`` learnable values per layer.
-Cost per sample: forward F + per layer the pooling and its transpose (one MAC per pooled entry
-each, 0 without pooling), ``2·C·D_k`` for Φ and Φᵀ, LLS-MxM ``3·C²`` more (q M, δa Mᵀ, qᵀ δa);
-weight gradients F. Memory: one layer's input, z, h and gradients at a time, independent of depth.
-
 Defaults: square waveform, T = 0.5, no label smoothing (the reference's main tables and command
 line); leaky ReLU (slope 0.01, nn.LeakyReLU's) and PyTorch's default initialisation, as the
 reference blocks; m and M drawn as 0.01·N(0, 1), as the reference. Optimizer: Adam (the reference:
@@ -131,6 +125,29 @@ def layer_pool(
 
 
 class LLS(Rule):
+    """LLS: each hidden layer's cross-entropy read through a fixed periodic basis ``Φ_k``.
+
+    Stores between steps: Φ_k per layer (``C·D_k`` values; deterministic, kept so that a checkpoint
+    is self-contained), and for LLS-M ``C`` / LLS-MxM ``C²`` learnable values per layer.
+    Cost per sample: forward F + per layer the pooling and its transpose (one MAC per pooled entry
+    each, 0 without pooling), ``2·C·D_k`` for Φ and Φᵀ, LLS-MxM ``3·C²`` more (q M, δa Mᵀ, qᵀ δa);
+    weight gradients F. Memory: one layer's input, z, h and gradients at a time, independent of
+    depth.
+
+    ``Φ_0`` for 2 classes and 4 units is the square wave ``sign(sin(ω_c t))``, ``ω = (50, 512)``;
+    a step costs forward 36, ``Φ`` and ``Φᵀ`` ``2·2·4`` per layer and gradients 36:
+
+    >>> import numpy as np
+    >>> from models.factory import build_learner
+    >>> lls = build_learner({"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4],
+    ...                      "rule": "lls"})
+    >>> lls.rule.fixed["basis.0"]
+    tensor([[ 0., -1., -1., -1.],
+            [ 0.,  1., -1.,  1.]])
+    >>> lls.learn(np.array([[0.5, -1.0, 2.0]]), np.array([1])).macs
+    104
+    """
+
     name = "lls"
     # None (LLS), "scale" (LLS-M: m ⊙ q) or "mix" (LLS-MxM: q M).
     modulation: ClassVar[str | None] = None
@@ -256,12 +273,44 @@ class LLS(Rule):
 
 
 class LLSM(LLS):
+    """LLS-M: LLS with a learnable scale ``m_k`` (``C`` values per layer) on the basis output.
+
+    Stores between steps: LLS's bases and the scales; cost per sample: LLS's. Every local loss
+    falls on a repeated sample:
+
+    >>> import numpy as np
+    >>> from models.factory import build_learner
+    >>> spec = {"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4], "rule": "lls_m"}
+    >>> lls_m = build_learner(spec)
+    >>> {name: tuple(m.shape) for name, m in lls_m.rule.parameters().items()}
+    {'scale.0': (2,), 'scale.1': (2,)}
+    >>> x, y = np.array([[0.5, -1.0, 2.0]]), np.array([1])
+    >>> losses = [lls_m.learn(x, y).loss_per_layer for _ in range(2)]
+    >>> [later < earlier for earlier, later in zip(*losses)]
+    [True, True, True]
+    """
+
     name = "lls_m"
     modulation = "scale"
     defaults = {**LLS.defaults, "optimizer": {"name": "adam", "lr": 3e-4}}
 
 
 class LLSMxM(LLS):
+    """LLS-MxM: LLS with a learnable ``C × C`` mixing matrix ``M_k`` per layer.
+
+    Stores between steps: LLS's bases and the matrices; cost per sample: LLS's plus ``3·C²`` per
+    layer (``104 + 2·3·2²``):
+
+    >>> from numpy import array
+    >>> from models.factory import build_learner
+    >>> spec = {"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4], "rule": "lls_mxm"}
+    >>> mxm = build_learner(spec)
+    >>> [tuple(m.shape) for m in mxm.rule.parameters().values()]
+    [(2, 2), (2, 2)]
+    >>> mxm.learn(array([[0.5, -1.0, 2.0]]), array([1])).macs
+    128
+    """
+
     name = "lls_mxm"
     modulation = "mix"
     defaults = {**LLS.defaults, "optimizer": {"name": "adam", "lr": 3e-4}}

@@ -22,12 +22,6 @@ cross-entropy (the dropped-out network's prediction before the update).
 Pass 2 and the updates are interleaved: W_l is released as soon as ``h_l^mod`` is known, since
 nothing uses W_l again in this step.
 
-Stores between steps: ``F`` (``d_in·C`` values). Nothing else.
-Cost per sample: two forward passes 2F (F = Σ layer MACs + read-out) + ``d_in·C`` for ``F e`` +
-weight gradients F, i.e. 3F + d_in·C; no feedback matrices and no transport of W. Memory: every
-layer's pass-1 activation (and its dropout mask) until pass 2 reaches it, one layer of pass 2 at
-a time; partially update-locked (pass 2 needs the output error of pass 1).
-
 Defaults: the paper's fully connected setting — ReLU, He-uniform weights with zero (frozen)
 biases, dropout keep 0.9, ``feedback_scale`` 0.05, SGD with momentum 0.9 — except η, chosen for
 the daemon's streaming use on real MIT-BIH beats (records 208, 213, 233, 200; 256×256 network;
@@ -71,6 +65,27 @@ from models.seeding import generator
 
 
 class PEPITA(Rule):
+    """PEPITA: learning from the difference of two forward passes, the second on ``x + F e``.
+
+    Stores between steps: ``F`` (``d_in·C`` values). Nothing else.
+    Cost per sample: two forward passes 2F (F = Σ layer MACs + read-out) + ``d_in·C`` for ``F e`` +
+    weight gradients F, i.e. 3F + d_in·C; no feedback matrices and no transport of W. Memory: every
+    layer's pass-1 activation (and its dropout mask) until pass 2 reaches it, one layer of pass 2 at
+    a time; partially update-locked (pass 2 needs the output error of pass 1).
+
+    The projection is ``d_in × C``; a step costs ``2·36`` (two passes) + ``3·2`` (``F e``) + 36:
+
+    >>> import numpy as np
+    >>> from models.factory import build_learner
+    >>> pepita = build_learner({"input_dim": 3, "classes": ["N", "V"], "hidden": [4, 4],
+    ...                         "rule": "pepita"})
+    >>> tuple(pepita.rule.fixed["projection"].shape)
+    (3, 2)
+    >>> step = pepita.learn(np.array([[0.5, -1.0, 2.0]]), np.array([1]))
+    >>> step.macs, len(step.loss_per_layer)  # one loss: pass 1's cross-entropy
+    (114, 1)
+    """
+
     name = "pepita"
     defaults = {
         "activation": "relu",

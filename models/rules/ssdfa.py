@@ -12,10 +12,6 @@ components (``sparse = 1``: one class per neuron, so its signal is the product o
   covered evenly; each unit is assigned one set, values from that set's rank-1 matrix; rescaled;
 - ``sparse = 0, rank = 0``: dense DFA with U(±1/√n_k).
 
-Stores between steps: ``B_k`` (``s·n_k`` nonzeros per layer; stored dense here, since C is small).
-Cost per sample: forward F + ``s·n_k`` feedback MACs per layer on sparse hardware + weight
-gradients F. Memory: every layer's activations until the error is known, like DFA.
-
 Defaults: ``sparse = 1, rank = 0`` (the paper's headline single-connection case); tanh, zero
 forward weights, Adam lr 1e-2 (the reference ``results.py`` settings for fully connected MNIST).
 """
@@ -32,6 +28,22 @@ from models.rules.dfa import DFA
 
 
 class SSDFA(DFA):
+    """Sparse DFA: DFA whose feedback matrix gives each hidden unit ``sparse`` error components.
+
+    Stores between steps: ``B_k`` (``s·n_k`` nonzeros per layer; stored dense here, since C is
+    small).
+    Cost per sample: forward F + ``s·n_k`` feedback MACs per layer on sparse hardware + weight
+    gradients F. Memory: every layer's activations until the error is known, like DFA.
+
+    With the default ``sparse = 1`` each hidden unit hears one class:
+
+    >>> from models.factory import build_learner
+    >>> spec = {"input_dim": 3, "classes": ["N", "S", "V"], "hidden": [4, 4], "rule": "ssdfa"}
+    >>> feedback = build_learner(spec).rule.fixed["feedback.0"]
+    >>> tuple(feedback.shape), (feedback != 0).sum(dim=0).tolist()
+    ((3, 4), [1, 1, 1, 1])
+    """
+
     name = "ssdfa"
     defaults = {
         "activation": "tanh",
