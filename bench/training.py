@@ -87,10 +87,13 @@ class TrainRun:
     best_step: int = 0
     best_val_accuracy: float = 0.0
 
-    def to_target(self, target: float) -> tuple[float | None, float | None]:
-        """(training CPU seconds, joules) at the first evaluation reaching ``target``."""
+    def to_target(
+        self, target: float, first_step: int = 0
+    ) -> tuple[float | None, float | None]:
+        """(training CPU seconds, joules) at the first evaluation reaching ``target``, among
+        those after ``first_step`` learn calls."""
         for point in self.curve:
-            if point.val_accuracy >= target:
+            if point.step >= first_step and point.val_accuracy >= target:
                 return point.cpu_s, point.joules
         return None, None
 

@@ -49,7 +49,7 @@ def test_bench_paper_quick(dataset: str, tmp_path: Path) -> None:
     # Greedy Bio-FO: one phase per layer, each as long as the others.
     biofo = result["rules"]["biofo"]
     assert biofo["steps"] == biofo["greedy_steps"] * PAPER_DEPTH[dataset]
-    assert len(result["biofo_layers"]["val_after_layer"]) == PAPER_DEPTH[dataset]
+    assert len(result["biofo_layers"]["val_end_of_layer"]) == PAPER_DEPTH[dataset]
     # Two factors: the longer schedule costs more energy for every rule.
     large, small = (result["scales"][f"{scale:g}"]["rules"] for scale in QUICK_SCALES)
     for name in PAPER_RULES:
