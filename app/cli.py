@@ -55,6 +55,12 @@ def _bench_rules(parser: argparse.ArgumentParser) -> None:
     _out(parser)
 
 
+def _bench_paper(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=["mitbih", "chbmit"], required=True)
+    parser.add_argument("--quick", action="store_true", help="small subset, for the test suite")
+    _out(parser)
+
+
 def _eval_ecg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol", choices=["inter-patient", "patient-specific", "hybrid"], required=True
@@ -134,6 +140,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(("replay",), "app.replay:run", "play a real record into a running daemon", _replay),
     Command(("bench", "rules"), "bench.rules:run", "every learning rule on one split: accuracy, time, energy",
             _bench_rules),
+    Command(("bench", "paper"), "bench.paper:run",
+            "the Bio-FO paper's table on its own protocol, then on patient-level splits",
+            _bench_paper),
     Command(("bench", "update"), "bench.update:run", "cost of one streaming update vs a forward pass", _out),
     Command(("bench", "early-exit"), "bench.early_exit:run", "Bio-FO early exit: accuracy vs energy saved", _out),
     Command(("eval", "ecg"), "bench.eval_ecg:run", "MIT-BIH protocols (EC57 scoring), label efficiency",

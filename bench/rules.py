@@ -226,6 +226,7 @@ def run(
                 "best_val_accuracy": runs[name].best_val_accuracy,
                 "optimizer": learner.optimizer.describe(),
                 "activation": learner.spec["layers"][0].get("activation"),
+                "curve": [asdict(point) for point in runs[name].curve],
             }
     finally:
         meter.close()

@@ -48,6 +48,19 @@ def balanced_batches(
     ]
 
 
+def epoch_batches(n: int, batch: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``steps`` shuffled full batches, a new permutation every epoch of ``n // batch`` steps
+    (the tail of a permutation that does not fill a batch is dropped)."""
+    per_epoch = n // batch
+    if per_epoch < 1:
+        raise ValueError(f"{n} samples do not fill one batch of {batch}")
+    batches: list[np.ndarray] = []
+    while len(batches) < steps:
+        order = rng.permutation(n)
+        batches += [order[i * batch : (i + 1) * batch] for i in range(per_epoch)]
+    return batches[:steps]
+
+
 def accuracy(learner: Learner, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(learner.predict(X), axis=1) == y))
 
@@ -74,10 +87,13 @@ class TrainRun:
     best_step: int = 0
     best_val_accuracy: float = 0.0
 
-    def to_target(self, target: float) -> tuple[float | None, float | None]:
-        """(training CPU seconds, joules) at the first evaluation reaching ``target``."""
+    def to_target(
+        self, target: float, first_step: int = 0
+    ) -> tuple[float | None, float | None]:
+        """(training CPU seconds, joules) at the first evaluation reaching ``target``, among
+        those after ``first_step`` learn calls."""
         for point in self.curve:
-            if point.val_accuracy >= target:
+            if point.step >= first_step and point.val_accuracy >= target:
                 return point.cpu_s, point.joules
         return None, None
 
