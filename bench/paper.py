@@ -544,7 +544,7 @@ def markdown(result: dict[str, Any]) -> str:
             + " < ".join(measured["energy_order"])
             + "; to the common target " + " < ".join(measured["energy_to_target_order"])
             + f"; the paper's (whole schedule): {' < '.join(result['paper_energy_order'])}.",
-            f"MACs of one Bio-FO step in each greedy phase: "
+            "MACs of one Bio-FO step in each greedy phase: "
             + ", ".join(f"L{i + 1} {m / 1e6:.0f} M"
                         for i, m in enumerate(measured["rules"]["biofo"]["macs_per_step_by_layer"]))
             + f"; BP's step: {measured['rules']['bp']['macs_per_step'] / 1e6:.0f} M.",

@@ -318,7 +318,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Bio-FO test accuracy: ours {_pct(mine)} vs the paper's ≈ "
         f"{_pct(PAPER_BIOFO_ACCURACY[dataset])} (target ≥ {_pct(goal)}: "
         f"{_verdict(goal, mine) if mine is not None else 'not run'}).",
-        f"Bio-FO accuracy per layer head (test): "
+        "Bio-FO accuracy per layer head (test): "
         + ", ".join(f"L{i + 1} {_pct(a)}" for i, a in enumerate(result["biofo_head_accuracy"])),
     ]
     return "\n".join(lines)
