@@ -135,7 +135,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("energy", "probe"), "app.energy:probe", "average power now, per rail", _energy_probe),
     Command(("serve",), "app.server:serve", "run the daemon", _serve, emits_json=False),
     Command(("token", "create"), "app.server:create_token", "issue a token", _token_create, emits_json=False),
-    Command(("train-base",), "app.train_base:train_base", "train the bundled base models", _train_base,
+    Command(("train-base",), "bench.train_base:train_base", "train the bundled base models", _train_base,
             emits_json=False),
     Command(("replay",), "app.replay:run", "play a real record into a running daemon", _replay),
     Command(("bench", "rules"), "bench.rules:run", "every learning rule on one split: accuracy, time, energy",

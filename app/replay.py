@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from app.client import ApiError, Client
 from signals import replay as sources
+from signals.classification import class_scores
 from signals.eeg_features import EEG_WINDOW_S
 
 LABELER = "replay (reference annotations)"
@@ -43,10 +45,11 @@ class Tally:
         return sum(r == p for r, p in self.pairs) / len(self.pairs) if self.pairs else None
 
     def se_ppv(self, cls: str) -> dict[str, float | None]:
-        tp = sum(r == cls and p == cls for r, p in self.pairs)
-        positives = sum(r == cls for r, _ in self.pairs)
-        predicted = sum(p == cls for _, p in self.pairs)
-        return {"se": tp / positives if positives else None, "ppv": tp / predicted if predicted else None}
+        """Sensitivity and positive predictivity of ``cls`` against every other class."""
+        reference = np.array([r == cls for r, _ in self.pairs], dtype=np.int64)
+        predicted = np.array([p == cls for _, p in self.pairs], dtype=np.int64)
+        figures = class_scores(reference, predicted, ("other", cls))["per_class"][cls]
+        return {"se": figures["se"], "ppv": figures["ppv"]}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from bench import datasets
-from bench.report import class_scores, markdown_table, write_outputs
+from bench.report import markdown_table, write_outputs
+from signals.classification import class_scores
 from bench.training import balanced_batches, single_thread
 from signals.aami import AAMI_CLASSES
 from signals.mitbih import DS1, DS2

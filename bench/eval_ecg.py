@@ -45,6 +45,7 @@ from bench.training import balanced_batches, consolidate, fork, single_thread
 from models.learner import Learner
 from signals.aami import AAMI_CLASSES
 from signals.mitbih import DS2, NON_PACED, PATIENT_WINDOW_S
+from signals import classification
 
 LABEL_COUNTS = (0, 10, 30, 100, 300)
 V, S = AAMI_CLASSES.index("V"), AAMI_CLASSES.index("S")
@@ -153,9 +154,9 @@ def adapt(
 
 
 def _ec57(matrix: np.ndarray) -> dict[str, Any]:
-    scores = report.scores_from_confusion(matrix, AAMI_CLASSES)
+    scores = classification.scores_from_confusion(matrix, AAMI_CLASSES)
     per_class = scores["per_class"]
-    nsvf = report.scores_from_confusion(matrix[:4, :4], AAMI_CLASSES[:4])
+    nsvf = classification.scores_from_confusion(matrix[:4, :4], AAMI_CLASSES[:4])
     return {
         "accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"],
@@ -194,12 +195,12 @@ def run(
         )
         labels_used += int(labelled.sum())
         y_test = table.y[scored]
-        final = report.confusion(y_test, snapshots[int(labelled.sum())], len(AAMI_CLASSES))
+        final = classification.confusion(y_test, snapshots[int(labelled.sum())], len(AAMI_CLASSES))
         total += final
         for n in LABEL_COUNTS:
             # A record with fewer labelled beats than n contributes its last snapshot.
             key = max(k for k in snapshots if k <= n)
-            curve[n] += report.confusion(y_test, snapshots[key], len(AAMI_CLASSES))
+            curve[n] += classification.confusion(y_test, snapshots[key], len(AAMI_CLASSES))
         per_record[name] = {"labels": int(labelled.sum()), "scored": int(scored.sum()),
                             **_ec57(final)}
     figures = _ec57(total)

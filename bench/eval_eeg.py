@@ -37,6 +37,7 @@ from tqdm import tqdm
 from bench import datasets, report
 from bench.training import balanced_batches, consolidate, fork, single_thread
 from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, WindowTable
+from signals import classification
 
 BASE_STEPS = 1400  # about 20 epochs of the other patients' windows at batch 64
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -95,7 +96,7 @@ def tune(p: np.ndarray, y: np.ndarray, crops: np.ndarray) -> PostProcessing:
     for k in CONSECUTIVE:
         for threshold in THRESHOLDS:
             post = PostProcessing(threshold, k)
-            scores = report.class_scores(y, _crop_alarms(p, crops, post).astype(int), EEG_CLASSES)
+            scores = classification.class_scores(y, _crop_alarms(p, crops, post).astype(int), EEG_CLASSES)
             per_class = scores["per_class"]
             score = sum(per_class[c]["se"] or 0.0 for c in EEG_CLASSES)
             if score > best_score + 1e-9:

@@ -38,6 +38,7 @@ from bench import datasets, report, rules
 from bench.training import TrainRun, epoch_batches, single_thread, step_cost, train
 from signals.ecg_features import BeatWindow
 from signals.eeg_features import FeatureConfig
+from signals import classification
 
 PAPER_RULES: tuple[str, ...] = ("biofo", "drtp", "pepita", "ff", "bp")
 
@@ -303,7 +304,7 @@ def run_scale(
         learner, run, plan = _train_rule(name, setting, split, scale, meter, progress)
         runs[name] = run
         predicted = np.argmax(learner.predict(split.X_test), axis=1)
-        scores = report.class_scores(split.y_test, predicted, split.classes)
+        scores = classification.class_scores(split.y_test, predicted, split.classes)
         accuracy = scores["accuracy"]
         table[name] = {
             "accuracy": accuracy,

@@ -1,9 +1,5 @@
-"""Scores, Markdown tables and plots shared by the benchmarks.
+"""Markdown tables and plots shared by the benchmarks (scores: ``signals.classification``).
 
-Scores work on class indices. ``class_scores`` gives accuracy, macro-F1 (over the classes present
-in the reference), per-class sensitivity and positive predictivity and the confusion matrix
-(rows = reference, columns = prediction). For ECG, the gross VEB and SVEB figures of EC57 are the
-one-vs-rest counts of the V and S classes summed over every scored beat of every record.
 Plots use matplotlib's Agg backend (no display).
 """
 
@@ -20,45 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return float(num / den) if den else None
-
-
-def scores_from_confusion(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    total = int(matrix.sum())
-    tp = np.diag(matrix)
-    reference, flagged = matrix.sum(axis=1), matrix.sum(axis=0)
-    per_class = {
-        name: {
-            "n": int(reference[i]),
-            "se": _ratio(tp[i], reference[i]),
-            "ppv": _ratio(tp[i], flagged[i]),
-        }
-        for i, name in enumerate(classes)
-    }
-    present = reference > 0
-    f1 = 2 * tp[present] / (reference[present] + flagged[present])
-    return {
-        "n": total,
-        "accuracy": _ratio(tp.sum(), total),
-        "macro_f1": float(f1.mean()) if present.any() else None,
-        "per_class": per_class,
-        "confusion": matrix.tolist(),
-    }
-
-
-def class_scores(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
-) -> dict[str, Any]:
-    return scores_from_confusion(confusion(y_true, y_pred, len(classes)), classes)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 
 from bench import datasets, report
 from bench.training import TrainRun, balanced_batches, single_thread, train
+from signals import classification
 
 RULE_NAMES: tuple[str, ...] = (
     "biofo", "bp", "fa", "dfa", "sdfa", "ssdfa", "drtp", "pepita", "ff", "lls",
@@ -208,7 +209,7 @@ def run(
                 meter, budget.eval_every, desc=name, progress=progress,
             )
             predicted = np.argmax(learner.predict(split.X_test), axis=1)
-            scores = report.class_scores(split.y_test, predicted, split.classes)
+            scores = classification.class_scores(split.y_test, predicted, split.classes)
             confusions[name] = np.asarray(scores["confusion"])
             if name == "biofo":
                 biofo_heads = head_accuracies(learner, split.X_test, split.y_test)

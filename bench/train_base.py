@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.base_models import PRETRAINED, base_path, card_path
+from signals.classification import class_scores
 
 
 @dataclass(frozen=True)
@@ -74,19 +75,8 @@ def fit(X: np.ndarray, y: np.ndarray, classes: tuple[str, ...], recipe: Recipe, 
 
 
 def scores(learner: Any, X: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
-    predicted = np.argmax(learner.predict(X), axis=1)
-    per_class = {}
-    f1s = []
-    for index, name in enumerate(classes):
-        tp = int(np.sum((predicted == index) & (y == index)))
-        positives, flagged = int(np.sum(y == index)), int(np.sum(predicted == index))
-        se = tp / positives if positives else None
-        ppv = tp / flagged if flagged else None
-        per_class[name] = {"n": positives, "se": se, "ppv": ppv}
-        if positives:
-            f1s.append(2 * tp / (positives + flagged) if positives + flagged else 0.0)
-    return {"n": int(len(y)), "accuracy": float(np.mean(predicted == y)), "macro_f1": float(np.mean(f1s)),
-            "per_class": per_class}
+    figures = class_scores(y, np.argmax(learner.predict(X), axis=1), classes)
+    return {key: figures[key] for key in ("n", "accuracy", "macro_f1", "per_class")}
 
 
 def train_ecg(progress: bool) -> tuple[Any, dict[str, Any]]:
