@@ -103,6 +103,12 @@ def _token_create(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="SQLite file")
 
 
+def _export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", required=True, help="patient id as the device sends it")
+    parser.add_argument("--out", required=True, help="folder to write into")
+    parser.add_argument("--db", default=None, help="SQLite file")
+
+
 def _train_base(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=["ecg", "eeg", "all"], default="all")
     parser.add_argument("--out", default=None, help="folder for the model files")
@@ -117,6 +123,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(("token", "create"), "app.server:create_token", "issue a token", _token_create, emits_json=False),
     Command(("train-base",), "app.train_base:train_base", "train the bundled base models", _train_base,
             emits_json=False),
+    Command(("export", "wfdb"), "app.export:wfdb_command", "ECG record + labels and predictions as WFDB annotations",
+            _export, emits_json=False),
+    Command(("export", "bids"), "app.export:bids_command", "EEG as BIDS with the seizure labels in events.tsv",
+            _export, emits_json=False),
     Command(("replay",), "app.replay:run", "play a real record into a running daemon", _replay),
     Command(("bench", "rules"), "bench.rules:run", "every learning rule on one split: accuracy, time, energy",
             _bench_rules),

@@ -688,3 +688,15 @@ class Store:
             " WHERE w.model_id = ? AND w.offset_s >= ? AND w.offset_s < ? ORDER BY w.offset_s, w.id",
             (model_id, start_s, end_s),
         )
+
+    def export_windows(self, model_id: int) -> list[dict[str, Any]]:
+        """Every window of a model in time order with its samples, prediction and label in force."""
+        return self.windows_between(model_id, float("-inf"), float("inf"))
+
+    def export_labels(self, model_id: int) -> list[dict[str, Any]]:
+        """The labels in force of a model's windows, in time order, with who gave them."""
+        return self.query(
+            "SELECT w.id AS window_id, w.offset_s, l.label, l.labeled_by, l.at FROM windows w"
+            f" JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id WHERE w.model_id = ? ORDER BY w.offset_s, w.id",
+            (model_id,),
+        )
