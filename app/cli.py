@@ -79,6 +79,13 @@ def _bench_crashloop(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _bench_templates(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--record", default="208", help="MIT-BIH record the device replays")
+    parser.add_argument("--label-minutes", type=float, default=5.0, help="minutes labelled before the rest is scored")
+    parser.add_argument("--minutes", type=float, default=None, help="replay only this much of the record")
+    _out(parser)
+
+
 def _bench_fuzz(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=int, default=200, help="per operation and role")
     parser.add_argument("--seed", dest="seed_value", type=int, default=0)
@@ -140,6 +147,8 @@ COMMANDS: tuple[Command, ...] = (
             _bench_daemon),
     Command(("bench", "crashloop"), "bench.crashloop:run", "SIGKILL during a labelled replay, restart, compare",
             _bench_crashloop),
+    Command(("bench", "templates"), "bench.template_workflow:run",
+            "label the first minutes by beat template in Chromium vs one by one", _bench_templates),
     Command(("bench", "fuzz"), "bench.fuzz:run", "schemathesis on every operation, per role", _bench_fuzz),
 )
 

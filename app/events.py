@@ -31,7 +31,7 @@ class Subscription:
             self.patient_id is None or event.get("patient_id") == self.patient_id
         )
 
-    def offer(self, item: dict | None) -> None:
+    def offer(self, item: tuple[str, dict] | None) -> None:
         """On the loop's thread."""
         try:
             self.queue.put_nowait(item)
@@ -57,9 +57,9 @@ class EventHub:
 
     def publish(self, kind: str, event: dict) -> None:
         """From any thread. ``event`` names its ``modality`` and ``patient_id``."""
-        item = {"kind": kind, **event}
+        item = (kind, event)
         with self._lock:
-            targets = [s for s in self._subscriptions if s.wants(item)]
+            targets = [s for s in self._subscriptions if s.wants(event)]
         for subscription in targets:
             try:
                 subscription.loop.call_soon_threadsafe(subscription.offer, item)
@@ -94,6 +94,7 @@ class EventHub:
                 if subscription.overflowed:
                     subscription.overflowed = False
                     yield "event: overflow\ndata: {}\n\n"
-                yield f"event: {item['kind']}\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+                kind, event = item
+                yield f"event: {kind}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
         finally:
             self.unsubscribe(subscription)
