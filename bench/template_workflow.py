@@ -95,6 +95,10 @@ def _label_by_template(daemon: LocalDaemon, clinician: str, patient: str, refere
             current = root.get_attribute("data-template")
             labelled += sum(t is not None for t in truths)
             wrong += sum(t is not None and t != name for t in truths)
+        # Enter applies every staged template: one label per beat, in the beats' arrival order.
+        page.keyboard.press("Enter")
+        presses += 1
+        expect(root).to_have_attribute("data-applied", str(templates), timeout=120000)
         assert int(page.locator("#key-count").get_attribute("data-keys")) == presses
         page.screenshot(path=str(Path("test-artifacts") / "ecg-templates-done.png"))
         browser.close()

@@ -93,57 +93,76 @@ def test_label_by_template_and_undo_the_whole_action(served: Served, browser: Br
     offsets = {w["id"]: w["offset_s"] for w in api.get(
         "/v1/windows", params={"patient_id": TEMPLATE_PATIENT, "order": "time", "limit": 1000}).json()["windows"]}
 
-    # One key labels the whole (largest) template: one label row per member, in arrival order,
-    # each learned by its own update.
-    shown = int(root.get_attribute("data-template"))
-    detail = api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}/{shown}").json()
-    members = detail["window_ids"]
-    assert len(members) > 20 and members == sorted(members)
-    truth = _majority(reference, [offsets[w] for w in members])
-    page.keyboard.press(truth.lower())
-    expect(root).to_have_attribute("data-actions", "1", timeout=20000)
-    with _db(served) as db:
-        rows = db.execute("SELECT id, window_id, label FROM labels WHERE labeled_by = ? ORDER BY id", (CLINICIAN,)).fetchall()
-    assert [r["window_id"] for r in rows] == members and {r["label"] for r in rows} == {truth}
-    last = rows[-1]["id"]
-    model = _wait_applied(api, "ecg", TEMPLATE_PATIENT, last)
-    assert model["applied_seq"] == last and model["updates_applied"] == len(members)
-    with _db(served) as db:
-        updates = db.execute(
-            "SELECT label_ids, version_after FROM updates WHERE label_ids IN (%s) ORDER BY seq"
-            % ",".join(f"'[{r['id']}]'" for r in rows)).fetchall()
-    assert [u["label_ids"] for u in updates] == [f"[{r['id']}]" for r in rows]
-    assert [u["version_after"] for u in updates] == list(range(1, len(members) + 1))
-    # The labelled template has left the list; the page shows another one.
-    expect(root).not_to_have_attribute("data-template", str(shown))
+    def labels_by_clinician(after: int = 0) -> list[sqlite3.Row]:
+        with _db(served) as db:
+            return db.execute("SELECT id, window_id, label FROM labels WHERE labeled_by = ? AND id > ? ORDER BY id",
+                              (CLINICIAN, after)).fetchall()
 
-    # The next template with one member deselected: the key labels the beats kept selected.
-    second = int(root.get_attribute("data-template"))
-    detail = api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}/{second}").json()
-    assert detail["unlabelled"] >= 2
-    left_out = detail["window_ids"][0]
+    def shown_template() -> dict:
+        return api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}/{int(root.get_attribute('data-template'))}").json()
+
+    # One key stages the whole (largest) template; the page moves on to the next one.
+    first = shown_template()
+    assert len(first["window_ids"]) > 20 and first["window_ids"] == sorted(first["window_ids"])
+    first_truth = _majority(reference, [offsets[w] for w in first["window_ids"]])
+    page.keyboard.press(first_truth.lower())
+    expect(root).to_have_attribute("data-staged", str(len(first["window_ids"])), timeout=20000)
+    expect(root).not_to_have_attribute("data-template", str(first["index"]))
+
+    # The next template with one member deselected: the key stages the beats kept selected.
+    second = shown_template()
+    assert second["unlabelled"] >= 2
+    left_out = second["window_ids"][0]
     page.locator(f'input[data-member="{left_out}"]').uncheck()
-    expect(root).to_have_attribute("data-selected", str(detail["unlabelled"] - 1))
-    truth = _majority(reference, [offsets[w] for w in detail["window_ids"]])
-    page.keyboard.press(truth.lower())
-    expect(root).to_have_attribute("data-actions", "2", timeout=20000)
-    with _db(served) as db:
-        second_rows = db.execute("SELECT id, window_id FROM labels WHERE labeled_by = ? AND id > ? ORDER BY id",
-                                 (CLINICIAN, last)).fetchall()
-    assert [r["window_id"] for r in second_rows] == detail["window_ids"][1:]
-    model = _wait_applied(api, "ecg", TEMPLATE_PATIENT, second_rows[-1]["id"])
-    version = model["version"]
+    expect(root).to_have_attribute("data-selected", str(second["unlabelled"] - 1))
+    second_truth = _majority(reference, [offsets[w] for w in second["window_ids"]])
+    page.keyboard.press(second_truth.lower())
+    staged = len(first["window_ids"]) + len(second["window_ids"]) - 1
+    expect(root).to_have_attribute("data-staged", str(staged), timeout=20000)
+    assert labels_by_clinician() == []  # staged, not yet posted
 
-    # U undoes the whole second action: every label retracted, one rebuild, one new version.
+    # Enter applies both: one label per beat, in the beats' arrival order, each its own update.
+    page.keyboard.press("Enter")
+    expect(root).to_have_attribute("data-applied", "2", timeout=20000)
+    rows = labels_by_clinician()
+    wanted = sorted([(w, first_truth) for w in first["window_ids"]] + [(w, second_truth) for w in second["window_ids"][1:]])
+    assert [(r["window_id"], r["label"]) for r in rows] == wanted
+    model = _wait_applied(api, "ecg", TEMPLATE_PATIENT, rows[-1]["id"])
+    assert model["updates_applied"] == len(rows)
+    with _db(served) as db:
+        updates = db.execute("SELECT label_ids, version_after FROM updates ORDER BY seq").fetchall()
+    assert [u["label_ids"] for u in updates] == [f"[{r['id']}]" for r in rows]
+    assert [u["version_after"] for u in updates] == list(range(1, len(rows) + 1))
+    assert api.get(f"/v1/windows/{left_out}").json()["label"] is None
+
+    # A third template, applied, then undone as a whole: every label retracted, one rebuild, one version.
+    third = shown_template()
+    page.keyboard.press(_majority(reference, [offsets[w] for w in third["window_ids"]]).lower())
+    expect(root).to_have_attribute("data-staged", str(len(third["window_ids"])), timeout=20000)
+    page.keyboard.press("Enter")
+    expect(root).to_have_attribute("data-applied", "3", timeout=20000)
+    third_rows = labels_by_clinician(rows[-1]["id"])
+    assert [r["window_id"] for r in third_rows] == third["window_ids"]
+    version = _wait_applied(api, "ecg", TEMPLATE_PATIENT, third_rows[-1]["id"])["version"]
     page.keyboard.press("u")
-    expect(root).to_have_attribute("data-actions", "1", timeout=30000)
+    expect(root).to_have_attribute("data-actions", "2", timeout=30000)
     expect(page.locator("#last-action")).to_contain_text(f"Undo: v{version} → v{version + 1}")
     with _db(served) as db:
         retracted = db.execute("SELECT label_id, version_after FROM retractions ORDER BY label_id").fetchall()
-    assert [r["label_id"] for r in retracted] == [r["id"] for r in second_rows]
+    assert [r["label_id"] for r in retracted] == [r["id"] for r in third_rows]
     assert {r["version_after"] for r in retracted} == {version + 1}
-    assert api.get(f"/v1/models/ecg/{TEMPLATE_PATIENT}").json()["prequential"]["n"] == len(members)
-    assert int(page.locator("#key-count").get_attribute("data-keys")) == 3  # two label keys and one undo
+    assert api.get(f"/v1/models/ecg/{TEMPLATE_PATIENT}").json()["prequential"]["n"] == len(rows)
+
+    # Undo of a staged action only unstages it: nothing reaches the daemon.
+    shown = int(root.get_attribute("data-template"))
+    page.keyboard.press("n")
+    expect(root).not_to_have_attribute("data-staged", "0", timeout=20000)
+    page.keyboard.press("u")
+    expect(root).to_have_attribute("data-staged", "0", timeout=20000)
+    expect(root).to_have_attribute("data-template", str(shown))
+    assert len(labels_by_clinician()) == len(rows) + len(third_rows)
+    assert int(page.locator("#key-count").get_attribute("data-keys")) == 8
+    page.screenshot(path=str(ARTIFACTS / "ecg-templates-applied.png"))
     assert problems == []
     api.close()
     context.close()

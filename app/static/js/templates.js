@@ -1,6 +1,10 @@
 /* Template review (ECG): the patient's unlabelled beats grouped by morphology and RR; one key labels
-   every selected member of the shown template. Each member's label is posted as its own label, in
-   arrival order (so each is its own forward-only update); U undoes the whole last action at once. */
+   every selected member of the shown template. Template actions are staged, and Enter applies them:
+   one label per beat, posted in the beats' arrival order, so each beat is its own forward-only
+   update in the order one-by-one labelling would have given. Applying a template at a time would
+   feed the model one class in a block of near-identical beats, and a single-pass learner drifts
+   towards the class it saw last (on record 208, 96.7 % on the rest of the record instead of 97.6 %).
+   U undoes the whole last action: unstages it, or, once applied, retracts all its labels at once. */
 (function () {
   "use strict";
   const b = window.biofo;
@@ -19,9 +23,14 @@
     list: $("tpl-list"), count: $("tpl-count"), heading: $("tpl-heading"), meta: $("tpl-meta"), preds: $("tpl-preds"),
     plots: $("tpl-plots"), members: $("tpl-members"), selected: $("tpl-selected"), method: $("tpl-method"),
     version: $("model-version"), accuracy: $("model-accuracy"), pending: $("model-pending"),
-    last: $("last-action"), keys: $("key-count"),
+    last: $("last-action"), keys: $("key-count"), staged: $("staged"),
   };
-  const state = { templates: [], index: -1, detail: null, selected: new Set(), actions: [], chain: Promise.resolve(), keys: 0, plots: [] };
+  const state = {
+    templates: [], index: -1, detail: null, selected: new Set(), chain: Promise.resolve(), keys: 0, plots: [],
+    actions: [], // {template, name, ids, labelIds (null while staged)}, oldest first
+  };
+  const staged = () => state.actions.filter((a) => a.labelIds === null);
+  const stagedIds = () => new Set(staged().flatMap((a) => a.ids));
 
   function fail(error) {
     ui.last.replaceChildren(b.el("span", { class: "error", text: error.message || String(error) }));
@@ -29,7 +38,13 @@
 
   async function loadList(keepIndex, keepSelection) {
     const page = await b.api(base + "?labeled=false");
-    state.templates = page.templates;
+    // Staged beats are spoken for: a template shows only its members not yet staged.
+    const taken = {};
+    staged().forEach((a) => { taken[a.template] = (taken[a.template] || 0) + a.ids.length; });
+    state.templates = page.templates
+      .map((t) => Object.assign({}, t, { unlabelled: t.unlabelled - (taken[t.index] || 0) }))
+      .filter((t) => t.unlabelled > 0)
+      .sort((x, y) => y.unlabelled - x.unlabelled || x.index - y.index);
     ui.method.textContent = "Templates: " + page.method + " (threshold r ≥ " + page.threshold + ").";
     renderList();
     if (!state.templates.length) return showEmpty();
@@ -45,7 +60,7 @@
       const button = b.el("button", { type: "button", "data-pos": String(i) }, [
         b.el("span", { class: "q-time", text: "#" + t.index }),
         b.el("span", { class: "q-label chip cls-" + t.predicted, text: t.predicted }),
-        b.el("span", { class: "q-pred", text: t.unlabelled + " beats" + (t.rr_group === "premature" ? " · premature" : "") }),
+        b.el("span", { class: "q-pred", text: t.unlabelled + (t.unlabelled === 1 ? " beat" : " beats") + (t.rr_group === "premature" ? " · premature" : "") }),
       ]);
       if (i === state.index) button.setAttribute("aria-current", "true");
       return b.el("li", {}, [button]);
@@ -71,6 +86,9 @@
     state.index = pos;
     renderList();
     const detail = await b.api(base + "/" + state.templates[pos].index);
+    const spoken = stagedIds();
+    detail.window_ids = detail.window_ids.filter((id) => !spoken.has(id));
+    detail.unlabelled = detail.window_ids.length;
     const before = state.detail;
     const same = keepSelection && before && before.index === detail.index;
     const dropped = same ? new Set(before.window_ids.filter((id) => !state.selected.has(id))) : new Set();
@@ -141,32 +159,62 @@
     ui.pending.textContent = String(model.labels_pending);
   }
 
+  function renderStaged() {
+    const waiting = staged();
+    const beats = waiting.reduce((n, a) => n + a.ids.length, 0);
+    root.dataset.actions = String(state.actions.length);
+    root.dataset.staged = String(beats);
+    ui.staged.textContent = waiting.length
+      ? waiting.length + " template actions, " + beats + " beats staged: Enter applies them"
+      : "Nothing staged.";
+  }
+
   function label(name) {
     const d = state.detail;
     if (!d) return;
     const ids = d.window_ids.filter((id) => state.selected.has(id));
     if (!ids.length) return;
-    const keep = d.index;
+    state.actions.push({ template: d.index, name: name, ids: ids, labelIds: null });
+    renderStaged();
+    ui.last.replaceChildren(b.el("strong", { text: ids.length + " beats → " + name }),
+      document.createTextNode(" (template #" + d.index + ", staged)"));
+    state.chain = state.chain.then(() => loadList(d.index)).catch(fail);
+  }
+
+  /* Post every staged label, all actions merged in the beats' arrival order. */
+  function apply() {
     state.chain = state.chain.then(async () => {
-      const labelIds = await b.postLabels(ids.map((id) => ({ window_id: id, label: name, labeled_by: user })));
-      state.actions.push({ template: keep, name: name, labelIds: labelIds });
-      root.dataset.actions = String(state.actions.length);
-      ui.last.replaceChildren(
-        b.el("strong", { text: ids.length + " beats → " + name }),
-        document.createTextNode(" (template #" + keep + "; labels " + labelIds[0] + "–" + labelIds[labelIds.length - 1] +
-          ", one update each, in arrival order)"),
-      );
-      await loadList(keep);
+      const waiting = staged();
+      if (!waiting.length) return;
+      const nameOf = new Map();
+      waiting.forEach((a) => a.ids.forEach((id) => nameOf.set(id, a.name)));
+      const ordered = Array.from(nameOf.keys()).sort((x, y) => x - y);
+      const labelIds = await b.postLabels(ordered.map((id) => ({ window_id: id, label: nameOf.get(id), labeled_by: user })));
+      const labelOf = new Map(ordered.map((id, k) => [id, labelIds[k]]));
+      waiting.forEach((a) => { a.labelIds = a.ids.map((id) => labelOf.get(id)); });
+      renderStaged();
+      root.dataset.applied = String(state.actions.length);
+      ui.last.replaceChildren(b.el("strong", { text: "Applied " + ordered.length + " labels" }),
+        document.createTextNode(" from " + waiting.length + " template actions, one update each, in arrival order"));
+      await loadList(state.detail ? state.detail.index : undefined);
       await refreshModel();
     }).catch(fail);
   }
 
   function undo() {
+    let last = null;
     state.chain = state.chain.then(async () => {
-      const last = state.actions.pop();
+      last = state.actions.pop();
       if (!last) return;
-      root.dataset.actions = String(state.actions.length);
+      if (last.labelIds === null) {
+        renderStaged();
+        ui.last.replaceChildren(document.createTextNode("Unstaged " + last.ids.length + " beats " + last.name + " of template #" + last.template));
+        await loadList(last.template);
+        return;
+      }
       const out = await b.api("/v1/labels/undo", { method: "POST", body: { label_ids: last.labelIds, retracted_by: user } });
+      renderStaged();
+      root.dataset.applied = String(state.actions.length);
       ui.last.replaceChildren(
         b.el("strong", { text: "Undo: v" + out.version_before + " → v" + out.version_after }),
         document.createTextNode(" · " + out.label_ids.length + " labels " + last.name + " of template #" + last.template +
@@ -174,7 +222,11 @@
       );
       await loadList(last.template);
       await refreshModel();
-    }).catch(fail);
+    }).catch((error) => {
+      if (last) state.actions.push(last);
+      renderStaged();
+      fail(error);
+    });
   }
 
   function toggleAll() {
@@ -199,6 +251,7 @@
     else if (key === "k" || key === "ArrowUp") show(state.index - 1).catch(fail);
     else if (key === "a") toggleAll();
     else if (key === "u") undo();
+    else if (key === "Enter") apply();
     else handled = false;
     if (handled) {
       count();
@@ -224,6 +277,7 @@
     else if (button.dataset.action === "prev") show(state.index - 1).catch(fail);
     else if (button.dataset.action === "all") toggleAll();
     else if (button.dataset.action === "undo") undo();
+    else if (button.dataset.action === "apply") apply();
   });
 
   // New beats join their templates as they arrive: the list follows, the shown template stays.
@@ -233,6 +287,7 @@
   const modelSoon = b.throttle(() => refreshModel().catch(fail), 1000);
   b.live("ecg", patient, { windows: reloadSoon, model: modelSoon, overflow: reloadSoon });
 
+  renderStaged();
   Promise.all([loadList(), refreshModel()])
     .then(() => root.setAttribute("data-ready", "true"))
     .catch(fail);
