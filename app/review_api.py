@@ -125,7 +125,7 @@ def _rounded(samples: np.ndarray) -> list[list[float | None]]:
 # Undo of one template action ---------------------------------------------------------------------
 
 
-@router.post("/labels/undo", response_model=GroupUndoOut, responses={**BODY_ERRORS, **error_responses(404, 409)})
+@router.post("/retractions", response_model=GroupUndoOut, responses={**BODY_ERRORS, **error_responses(404, 409)})
 def undo_labels(body: GroupUndoIn, request: Request, token: Clinician) -> GroupUndoOut:
     """Retract the labels of one action (a whole template) together: one rebuild, one new version."""
     store, registry = request.app.state.store, request.app.state.registry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -315,7 +315,9 @@ class TokenOut(BaseModel):
 
 
 class GroupUndoIn(Strict):
-    label_ids: list[int] = Field(min_length=1, max_length=5000, description="Labels of one patient given in one action")
+    label_ids: list[Annotated[int, Field(ge=1, le=ROW_ID_MAX)]] = Field(
+        min_length=1, max_length=5000, description="Labels of one patient given in one action"
+    )
     retracted_by: str | None = Field(
         default=None, min_length=1, max_length=64, description="Who undoes them; defaults to the token's name"
     )

@@ -212,7 +212,7 @@
         await loadList(last.template);
         return;
       }
-      const out = await b.api("/v1/labels/undo", { method: "POST", body: { label_ids: last.labelIds, retracted_by: user } });
+      const out = await b.api("/v1/retractions", { method: "POST", body: { label_ids: last.labelIds, retracted_by: user } });
       renderStaged();
       root.dataset.applied = String(state.actions.length);
       ui.last.replaceChildren(
