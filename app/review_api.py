@@ -182,7 +182,7 @@ def rhythm_strip(
         if len(names) == n_channels:
             channels = names
     signal = stitch(pieces, ECG_FS, start, duration, n_channels)
-    span = store.one("SELECT MIN(offset_s) AS lo, MAX(offset_s) AS hi FROM windows WHERE model_id = ?", (live.row.id,))
+    span = store.stream_span(live.row.id)
     beats = [StripBeat(id=r["id"], offset_s=r["offset_s"], predicted=r["predicted"], label=r["label"])
              for r in rows if start <= r["offset_s"] < start + duration]
     return StripOut(

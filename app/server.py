@@ -99,7 +99,13 @@ def create_app(settings: Settings) -> FastAPI:
         def on_stored(live: LiveModel, windows: list[dict]) -> None:
             hub.publish("windows", {"modality": live.row.modality, "patient_id": live.row.patient_id,
                                     "windows": windows})
-            for alarm_id in detector.observe(live.row, windows):
+            try:
+                raised = detector.observe(live.row, windows)
+            except StoreUnavailable as error:
+                # The windows are committed and the device must hear so; the alarm row is what failed.
+                log.error("alarm check of %s/%s failed: %s", live.row.modality, live.row.patient_id, error)
+                return
+            for alarm_id in raised:
                 hub.publish("alarm", alarm_payload(store.alarm(alarm_id)))
                 notifier.notify()
 

@@ -689,6 +689,10 @@ class Store:
             (model_id, start_s, end_s),
         )
 
+    def stream_span(self, model_id: int) -> dict[str, Any]:
+        """Offsets of the model's first and last window (``lo``, ``hi``; None before any window)."""
+        return self.one("SELECT MIN(offset_s) AS lo, MAX(offset_s) AS hi FROM windows WHERE model_id = ?", (model_id,))
+
     def export_windows(self, model_id: int) -> list[dict[str, Any]]:
         """Every window of a model in time order with its samples, prediction and label in force."""
         return self.windows_between(model_id, float("-inf"), float("inf"))
