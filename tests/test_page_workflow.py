@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from conftest import Daemon, start_daemon
+from conftest import ADMIN_TOKEN, Daemon, start_daemon
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, _post_all, _token, _wait_applied
 
@@ -254,3 +255,28 @@ def test_events_need_a_clinician(served: Served) -> None:
     with httpx.stream("GET", url, headers={"Authorization": f"Bearer {served.clinician}"}, timeout=10) as stream:
         assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
         assert next(stream.iter_lines()) == "retry: 2000"
+
+
+def test_an_open_event_stream_does_not_hold_up_shutdown(tmp_path) -> None:
+    daemon = start_daemon(tmp_path / "biofo.db", tmp_path / "daemon.log")
+    lines: list[str] = []
+    ended = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{daemon.url}/v1/events", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                          timeout=httpx.Timeout(60, read=None)) as stream:
+            for line in stream.iter_lines():
+                lines.append(line)
+        ended.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    deadline = time.monotonic() + 20
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines[:1] == ["retry: 2000"]
+    # SIGTERM: the daemon ends the stream itself, finishes its shutdown and exits 0 (uvicorn would
+    # otherwise wait for the open response until its graceful-shutdown timeout, then cut it).
+    assert daemon.stop() == 0
+    assert ended.wait(10)
+    assert "Cancel" not in daemon.logs() and "Traceback" not in daemon.logs()
