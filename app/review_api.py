@@ -55,7 +55,8 @@ def _summaries(request: Request, live: LiveModel) -> list[tuple[TemplateOut, lis
     book = request.app.state.templates.current(live.row.id)
     with book.lock:
         groups = [(t.index, t.rr_group, list(t.members)) for t in book.clusterer.templates]
-    states = request.app.state.store.window_states([w for _, _, members in groups for w in members])
+        through = book.seen_through
+    states = request.app.state.store.window_states(live.row.id, through)
     out = []
     for index, group, members in groups:
         open_ids = [w for w in members if states[w]["label"] is None]

@@ -662,16 +662,12 @@ class Store:
         )
         return [(row["id"], np.frombuffer(row["features"], dtype=np.float32)) for row in rows]
 
-    def window_states(self, window_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Per window: offset, predicted class and probabilities, and the label in force (or None)."""
-        if not window_ids:
-            return {}
-        placeholders = ",".join("?" for _ in window_ids)
+    def window_states(self, model_id: int, through_window_id: int) -> dict[int, dict[str, Any]]:
+        """Per window of the model up to ``through_window_id``: predicted class and the label in force (or None)."""
         rows = self.query(
-            "SELECT w.id, w.offset_s, p.class AS predicted, p.probabilities, l.label FROM windows w"
-            " JOIN predictions p ON p.window_id = w.id"
-            f" LEFT JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id WHERE w.id IN ({placeholders})",
-            list(window_ids),
+            "SELECT w.id, p.class AS predicted, l.label FROM windows w JOIN predictions p ON p.window_id = w.id"
+            f" LEFT JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id WHERE w.model_id = ? AND w.id <= ?",
+            (model_id, through_window_id),
         )
         return {row["id"]: row for row in rows}
 

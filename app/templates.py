@@ -3,8 +3,8 @@
 Each ECG model has one online clusterer in memory. It learns beats in arrival order from the
 features stored with each window; before any answer it takes in the beats stored since it last
 looked, so it stays incremental (a beat is assigned once and never moved) and needs no hook in the
-ingest path. After a restart the first request rebuilds it from the stored features, in the same
-order, to the same templates.
+ingest path, and only patients whose templates someone opens hold one in memory. After a restart
+the first request rebuilds it from the stored features, in the same order, to the same templates.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from signals.templates import TemplateClusterer
 class Book:
     clusterer: TemplateClusterer = field(default_factory=TemplateClusterer)
     seen_through: int = 0  # the newest window id assigned
-    template_of: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -36,6 +35,6 @@ class TemplateBooks:
             book = self._books.setdefault(model_id, Book())
         with book.lock:
             for window_id, features in self.store.features_after(model_id, book.seen_through):
-                book.template_of[window_id] = book.clusterer.add(window_id, features)
+                book.clusterer.add(window_id, features)
                 book.seen_through = window_id
         return book
