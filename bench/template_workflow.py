@@ -7,8 +7,8 @@ Three daemons (``biofo serve``, fresh databases) receive the same record as 10 s
   ``/usr/bin/chromium`` driven by Playwright) works through the templates page: for the template
   shown, the key of its members' majority reference class, until no unlabelled beat is left. Every
   key press is counted. The page posts one label per member, in arrival order (each its own update).
-- *one by one*: the same beats labelled from the reference annotations one key per beat, in time
-  order, through the same ``POST /v1/labels`` path (what the label page posts for each key).
+- *one by one*: the same beats labelled on the label page in Chromium, oldest first, one key per
+  beat (the reference class), each posted as it is pressed.
 - *no labels*: the base model alone.
 
 Then the rest of the record is streamed into each, and the predictions made for the rest (after the
@@ -63,6 +63,44 @@ def _score(windows: list[dict], reference: replay.EcgReference, after_s: float) 
     return {"accuracy": rest.accuracy(), "n": len(rest.pairs), "VEB": rest.se_ppv("V"), "SVEB": rest.se_ppv("S")}
 
 
+def _signed_in(playwright, daemon: LocalDaemon, clinician: str):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{daemon.url}/login")
+    page.fill("#token", clinician)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{daemon.url}/")
+    return browser, page
+
+
+def _label_one_by_one(daemon: LocalDaemon, clinician: str, patient: str, reference: replay.EcgReference,
+                      offsets: dict[int, float]) -> dict[str, Any]:
+    from playwright.sync_api import expect, sync_playwright
+
+    presses = with_reference = 0
+    with sync_playwright() as playwright:
+        browser, page = _signed_in(playwright, daemon, clinician)
+        page.goto(f"{daemon.url}/patients/ecg/{patient}")
+        root = page.locator("#labeller")
+        expect(root).to_have_attribute("data-ready", "true", timeout=60000)
+        page.select_option("#queue-order", "time")
+        oldest = min(offsets, key=lambda w: (offsets[w], w))
+        expect(root).to_have_attribute("data-window-id", str(oldest), timeout=60000)
+        while page.locator("#window-title").inner_text() != "Nothing left to label":
+            current = root.get_attribute("data-window-id")
+            truth = reference.label_at(float(root.get_attribute("data-offset")))
+            page.keyboard.press((truth or "Q").lower())
+            presses += 1
+            with_reference += truth is not None
+            # The page moves on to the next beat, or says none is left.
+            page.wait_for_function(
+                "(id) => document.getElementById('labeller').dataset.windowId !== id"
+                " || document.getElementById('window-title').textContent === 'Nothing left to label'",
+                arg=current, timeout=60000)
+        browser.close()
+    return {"key_presses": presses, "label_accuracy": 1.0, "beats_with_reference": with_reference}
+
+
 def _label_by_template(daemon: LocalDaemon, clinician: str, patient: str, reference: replay.EcgReference,
                        offsets: dict[int, float]) -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
@@ -70,12 +108,7 @@ def _label_by_template(daemon: LocalDaemon, clinician: str, patient: str, refere
     presses = templates = 0
     wrong = labelled = 0
     with sync_playwright() as playwright, daemon.client(clinician) as api:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{daemon.url}/login")
-        page.fill("#token", clinician)
-        page.keyboard.press("Enter")
-        page.wait_for_url(f"{daemon.url}/")
+        browser, page = _signed_in(playwright, daemon, clinician)
         page.goto(f"{daemon.url}/patients/ecg/{patient}/templates")
         root = page.locator("#templates")
         expect(root).to_have_attribute("data-ready", "true", timeout=60000)
@@ -113,7 +146,7 @@ def _arm(folder: Path, name: str, record: str, split_s: float, bodies: list[dict
     tail = [b for b in bodies if b["start"] >= split_s]
     daemon = LocalDaemon(folder / f"{name}.db", folder / f"{name}.log").start()
     try:
-        device, clinician = daemon.create_token("device"), daemon.create_token("clinician")
+        device = daemon.create_token("device")
         with daemon.client() as admin:
             clinician = admin.post("/v1/tokens", json={"role": "clinician", "name": CLINICIAN}).json()["token"]
         first = _stream(daemon, device, head)
@@ -122,12 +155,7 @@ def _arm(folder: Path, name: str, record: str, split_s: float, bodies: list[dict
         if how == "template":
             out.update(_label_by_template(daemon, clinician, patient, reference, offsets))
         elif how == "one_by_one":
-            labels = [{"window_id": w["id"], "label": reference.label_at(w["offset_s"]), "labeled_by": CLINICIAN}
-                      for w in first if reference.label_at(w["offset_s"]) is not None]
-            with daemon.client(clinician) as client:
-                for i in range(0, len(labels), 1000):
-                    client.post("/v1/labels", json={"labels": labels[i:i + 1000]}).raise_for_status()
-            out.update({"key_presses": len(labels), "label_accuracy": 1.0, "beats_with_reference": len(labels)})
+            out.update(_label_one_by_one(daemon, clinician, patient, reference, offsets))
         model = _wait_applied(daemon, clinician, patient)
         out["updates_applied"] = model["updates_applied"]
         out["rest"] = _score(_stream(daemon, device, tail), reference, split_s)
