@@ -73,13 +73,12 @@ def _summaries(request: Request, live: LiveModel) -> list[tuple[TemplateOut, lis
 
 @router.get("/templates/ecg/{patient_id}", response_model=TemplatesOut, responses=error_responses(404))
 def list_templates(
-    patient_id: PatientId, request: Request, token: Clinician, labeled: bool | None = False,
+    patient_id: PatientId, request: Request, token: Clinician, labeled: bool = False,
 ) -> TemplatesOut:
-    """The patient's beat templates, largest first. ``labeled=false`` (default): templates with unlabelled
-    beats; ``true``: fully labelled ones; omitted: all."""
+    """The patient's beat templates, most unlabelled beats first: with ``labeled=false`` (default) those
+    that still hold unlabelled beats, with ``true`` those fully labelled."""
     live = _ecg(request, patient_id)
-    rows = [s for s, _ in _summaries(request, live)
-            if labeled is None or (s.unlabelled == 0) == labeled]
+    rows = [s for s, _ in _summaries(request, live) if (s.unlabelled == 0) == labeled]
     rows.sort(key=lambda s: (-s.unlabelled, -s.members, s.index))
     return TemplatesOut(patient_id=patient_id, threshold=THRESHOLD, method=METHOD, templates=rows)
 

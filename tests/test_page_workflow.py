@@ -135,6 +135,12 @@ def test_label_by_template_and_undo_the_whole_action(served: Served, browser: Br
     assert [u["label_ids"] for u in updates] == [f"[{r['id']}]" for r in rows]
     assert [u["version_after"] for u in updates] == list(range(1, len(rows) + 1))
     assert api.get(f"/v1/windows/{left_out}").json()["label"] is None
+    done = api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}", params={"labeled": True}).json()["templates"]
+    assert first["index"] in [t["index"] for t in done]
+    assert {t["index"] for t in done}.isdisjoint(
+        t["index"] for t in api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}").json()["templates"])
+    assert api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}/999999").status_code == 404
+    assert api.get("/v1/templates/ecg/nobody").status_code == 404
 
     # A third template, applied, then undone as a whole: every label retracted, one rebuild, one version.
     third = shown_template()
