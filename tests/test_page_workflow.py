@@ -160,8 +160,11 @@ def test_label_by_template_and_undo_the_whole_action(served: Served, browser: Br
     assert {r["version_after"] for r in retracted} == {version + 1}
     assert api.get(f"/v1/models/ecg/{TEMPLATE_PATIENT}").json()["prequential"]["n"] == len(rows)
 
+    # The undone template is back, whole, and shown again.
+    expect(root).to_have_attribute("data-template", str(third["index"]), timeout=20000)
+
     # Undo of a staged action only unstages it: nothing reaches the daemon.
-    shown = int(root.get_attribute("data-template"))
+    shown = third["index"]
     page.keyboard.press("n")
     expect(root).not_to_have_attribute("data-staged", "0", timeout=20000)
     page.keyboard.press("u")
