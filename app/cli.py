@@ -99,6 +99,13 @@ def _bench_crashloop(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _bench_templates(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--record", default="208", help="MIT-BIH record the device replays")
+    parser.add_argument("--label-minutes", type=float, default=5.0, help="minutes labelled before the rest is scored")
+    parser.add_argument("--minutes", type=float, default=None, help="replay only this much of the record")
+    _out(parser)
+
+
 def _bench_fuzz(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=int, default=200, help="per operation and role")
     parser.add_argument("--seed", dest="seed_value", type=int, default=0)
@@ -123,6 +130,12 @@ def _token_create(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="SQLite file")
 
 
+def _export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", required=True, help="patient id as the device sends it")
+    parser.add_argument("--out", required=True, help="folder to write into")
+    parser.add_argument("--db", default=None, help="SQLite file")
+
+
 def _train_base(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=["ecg", "eeg", "all"], default="all")
     parser.add_argument("--out", default=None, help="folder for the model files")
@@ -137,6 +150,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(("token", "create"), "app.server:create_token", "issue a token", _token_create, emits_json=False),
     Command(("train-base",), "bench.train_base:train_base", "train the bundled base models", _train_base,
             emits_json=False),
+    Command(("export", "wfdb"), "app.export:wfdb_command", "ECG record + labels and predictions as WFDB annotations",
+            _export, emits_json=False),
+    Command(("export", "bids"), "app.export:bids_command", "EEG as BIDS with the seizure labels in events.tsv",
+            _export, emits_json=False),
     Command(("replay",), "app.replay:run", "play a real record into a running daemon", _replay),
     Command(("bench", "rules"), "bench.rules:run", "every learning rule on one split: accuracy, time, energy",
             _bench_rules),
@@ -153,6 +170,8 @@ COMMANDS: tuple[Command, ...] = (
             _bench_daemon),
     Command(("bench", "crashloop"), "bench.crashloop:run", "SIGKILL during a labelled replay, restart, compare",
             _bench_crashloop),
+    Command(("bench", "templates"), "bench.template_workflow:run",
+            "label the first minutes by beat template in Chromium vs one by one", _bench_templates),
     Command(("bench", "fuzz"), "bench.fuzz:run", "schemathesis on every operation, per role", _bench_fuzz),
 )
 

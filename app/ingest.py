@@ -62,8 +62,14 @@ class Limits:
 
 
 class Ingestor:
-    def __init__(self, store: Store, registry: Registry, meter: Meter, limits: Limits, extract: Extractor):
+    def __init__(
+        self, store: Store, registry: Registry, meter: Meter, limits: Limits, extract: Extractor,
+        on_stored: Callable[[LiveModel, list[dict[str, Any]]], None] | None = None,
+    ):
         self.store = store
+        # Told, under the stream's lock, of each new segment's committed windows (id, offset_s,
+        # predicted, probabilities, model_version): alarms and live events follow the stream in order.
+        self.on_stored = on_stored
         self.registry = registry
         self.meter = meter
         self.limits = limits
@@ -130,6 +136,12 @@ class Ingestor:
                 "timeline": {"last_start": body.start, "last_duration": duration, "next_start": body.start + duration},
             }
             ids = self.store.insert_windows(live.row, body.fs, body.channels, body.start, records, state, energy)
+            if self.on_stored is not None and ids:
+                self.on_stored(live, [
+                    {"id": window_id, "offset_s": record.offset_s, "predicted": record.predicted,
+                     "probabilities": record.probabilities, "model_version": record.model_version}
+                    for window_id, record in zip(ids, records)
+                ])
         return WindowsOut(
             windows=[
                 WindowOut(

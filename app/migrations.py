@@ -154,6 +154,39 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN reason LIKE 'undo label %' THEN 'undo'
         ELSE 'periodic' END;
     """,
+    # 4: alarms. A run of alarming predictions (consecutive V beats, consecutive seizure windows) is
+    # one alarm row, keyed by the run's first window and extended while the run lasts; a clinician's
+    # acknowledgement (who, when) is kept on it. Each webhook delivery is its own row so a restart
+    # resumes the deliveries still owed.
+    """
+    CREATE TABLE alarms (
+        id INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        patient_id TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        first_window_id INTEGER NOT NULL UNIQUE REFERENCES windows(id),
+        last_window_id INTEGER NOT NULL REFERENCES windows(id),
+        n_windows INTEGER NOT NULL,
+        start_s REAL NOT NULL,
+        end_s REAL NOT NULL,
+        raised_at REAL NOT NULL,
+        acknowledged_by TEXT,
+        acknowledged_token_id INTEGER REFERENCES tokens(id),
+        acknowledged_at REAL
+    );
+    CREATE INDEX alarms_model ON alarms (model_id, last_window_id);
+    CREATE TABLE alarm_deliveries (
+        id INTEGER PRIMARY KEY,
+        alarm_id INTEGER NOT NULL REFERENCES alarms(id),
+        url TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_at REAL,
+        last_status INTEGER,
+        last_error TEXT,
+        UNIQUE (alarm_id, url)
+    );
+    """,
 )
 
 

@@ -161,3 +161,13 @@ def label_queue(modality: Modality, patient_id: str, request: Request, user: Use
 @router.get("/patients/{modality}/{patient_id}/timeline")
 def timeline(modality: Modality, patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
     return _patient_page(request, user, registry, modality, patient_id, "timeline.html")
+
+
+@router.get("/patients/ecg/{patient_id}/templates")
+def templates_view(patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
+    return _patient_page(request, user, registry, "ecg", patient_id, "templates.html")
+
+
+@router.get("/patients/ecg/{patient_id}/strip")
+def strip_view(patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
+    return _patient_page(request, user, registry, "ecg", patient_id, "strip.html")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -268,31 +269,40 @@ class Registry:
     # Retraction (undo) ---------------------------------------------------------------------------
 
     def retract(self, label: LabelRow, token_id: int | None, retracted_by: str) -> Retraction:
-        """Undo a label: afterwards the model is what it would be had the label never been given.
+        """Undo one label; see ``retract_group``."""
+        return self.retract_group([label], token_id, retracted_by)[0]
 
-        A forward-only update cannot be subtracted, so a label the model has learned is undone by
-        rebuilding: the newest checkpoint taken before the label was learned, plus the in-order
+    def retract_group(self, labels: Sequence[LabelRow], token_id: int | None, retracted_by: str) -> list[Retraction]:
+        """Undo labels of one model given in one clinician action (a beat, or a whole template): afterwards
+        the model is what it would be had they never been given.
+
+        A forward-only update cannot be subtracted, so labels the model has learned are undone by
+        rebuilding: the newest checkpoint taken before the first of them was learned, plus the in-order
         replay of every later label the model had learned, minus the retracted ones. The result is
-        one new version; the retraction row and the checkpoint of the rebuilt weights commit in one
+        one new version; the retraction rows and the checkpoint of the rebuilt weights commit in one
         transaction, so "newest checkpoint + replay of the non-retracted labels after it" stays the
-        model's state at every instant, across ``kill -9``. A label not yet learned only needs the
-        retraction row: the worker and every replay skip retracted labels.
+        model's state at every instant, across ``kill -9``. Labels not yet learned only need their
+        retraction rows: the worker and every replay skip retracted labels.
         """
-        live = self.by_id(label.model_id)
+        live = self.by_id(labels[0].model_id)
+        undone = {label.id for label in labels}
         with live.lock:
-            if self.store.is_retracted(label.id):
-                raise AlreadyRetracted(f"label {label.id} is already retracted")
+            for label in labels:
+                if self.store.is_retracted(label.id):
+                    raise AlreadyRetracted(f"label {label.id} is already retracted")
             self.writer.flush()
             before = live.learner.version
-            if label.id > live.applied_seq:
-                row = self.store.insert_retraction(
-                    label, token_id, retracted_by, before, before, None, 0, 0.0, None, None
+            learned = [label.id for label in labels if label.id <= live.applied_seq]
+            if not learned:
+                rows = self.store.insert_retraction(
+                    labels, token_id, retracted_by, before, before, None, 0, 0.0, None, None
                 )
-                return Retraction(row["id"], label.id, before, before, None, 0, 0.0, 0.0, None)
-            base, learner = self._rebuild_base(live, label.id)
+                return [Retraction(row["id"], label.id, before, before, None, 0, 0.0, 0.0, None)
+                        for row, label in zip(rows, labels)]
+            base, learner = self._rebuild_base(live, min(learned))
             replay = [
                 later for later in self.store.labels_after(live.row.id, int(base["applied_seq"]))
-                if later.id <= live.applied_seq and later.id != label.id
+                if later.id <= live.applied_seq and later.id not in undone
             ]
             with self.meter.measure() as measurement:
                 for later in replay:
@@ -303,18 +313,19 @@ class Registry:
                 joules=measurement.joules, source=measurement.source, rail=measurement.rail,
                 total=self.meter.total,
             )
-            checkpoint = NewCheckpoint(learner.version, live.applied_seq, "undo", f"undo label {label.id}",
-                                       learner.dumps())
-            row = self.store.insert_retraction(
-                label, token_id, retracted_by, before, learner.version, int(base["id"]), len(replay),
+            what = f"label {labels[0].id}" if len(labels) == 1 else f"{len(labels)} labels from {labels[0].id}"
+            checkpoint = NewCheckpoint(learner.version, live.applied_seq, "undo", f"undo {what}", learner.dumps())
+            rows = self.store.insert_retraction(
+                labels, token_id, retracted_by, before, learner.version, int(base["id"]), len(replay),
                 measurement.duration_s, checkpoint, energy,
             )
             live.learner = learner
             live.updates_since_checkpoint = 0
-            return Retraction(
-                row["id"], label.id, before, learner.version, int(base["version"]), len(replay),
-                measurement.duration_s, measurement.joules, measurement.source,
-            )
+            return [
+                Retraction(row["id"], label.id, before, learner.version, int(base["version"]), len(replay),
+                           measurement.duration_s, measurement.joules, measurement.source)
+                for row, label in zip(rows, labels)
+            ]
 
     def _rebuild_base(self, live: LiveModel, label_id: int) -> tuple[dict, Engine]:
         """The newest readable checkpoint that does not contain the label and that a replay may start from.

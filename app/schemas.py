@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -313,3 +313,104 @@ class TokenOut(BaseModel):
     token: str
     role: str
     name: str
+
+
+class GroupUndoIn(Strict):
+    label_ids: list[Annotated[int, Field(ge=1, le=ROW_ID_MAX)]] = Field(
+        min_length=1, max_length=5000, description="Labels of one patient given in one action"
+    )
+    retracted_by: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Who undoes them; defaults to the token's name"
+    )
+
+
+class GroupUndoOut(BaseModel):
+    label_ids: list[int]
+    retraction_ids: list[int]
+    version_before: int
+    version_after: int
+    rebuilt_from_version: int | None = Field(description="Checkpointed version the model was rebuilt from; null when none of the labels had been learned")
+    replayed: int
+    duration_s: float
+    joules: float
+    energy_source: str | None
+
+
+class TemplateOut(BaseModel):
+    index: int = Field(description="Template number, in order of creation")
+    rr_group: Literal["regular", "premature"]
+    members: int = Field(description="Beats in the template")
+    unlabelled: int = Field(description="Members without a label in force")
+    predicted: str = Field(description="The class the model predicted most often for the unlabelled members")
+    predicted_counts: dict[str, int] = Field(description="Predictions (made on arrival) of the unlabelled members")
+    label_counts: dict[str, int] = Field(description="Labels in force among the members")
+
+
+class TemplatesOut(BaseModel):
+    patient_id: str
+    threshold: float = Field(description="Correlation a beat needs to join a template")
+    method: str
+    templates: list[TemplateOut]
+
+
+class TemplateDetail(TemplateOut):
+    window_ids: list[int] = Field(description="Unlabelled members, in arrival order: what one key labels")
+    samples_fs: float
+    pre_s: float = Field(description="Overlay traces start this long before R")
+    overlay_ids: list[int] = Field(description="The members drawn in the overlay (at most 40, spread over the template)")
+    overlay: list[list[list[float]]] = Field(description="Per overlay member: leads x samples around R, mV")
+    mean: list[list[float]] = Field(description="Mean of the overlay traces, leads x samples")
+    sample_channels: list[str]
+
+
+class StripBeat(BaseModel):
+    id: int
+    offset_s: float
+    predicted: str
+    label: str | None
+
+
+class StripOut(BaseModel):
+    patient_id: str
+    start: float
+    duration: float
+    fs: float
+    channels: list[str]
+    samples: list[list[float | None]] = Field(description="leads x samples from `start`; null where no beat context covers the time")
+    beats: list[StripBeat]
+    stream_start: float = Field(description="Offset of the stream's first beat (for paging)")
+    stream_end: float = Field(description="Offset of the stream's last beat")
+
+
+class AlarmDelivery(BaseModel):
+    url: str
+    attempts: int
+    delivered_at: float | None
+    last_status: int | None
+    last_error: str | None
+
+
+class AlarmOut(BaseModel):
+    id: int
+    patient_id: str
+    modality: Modality
+    kind: Literal["ventricular_run", "seizure"]
+    first_window_id: int
+    last_window_id: int
+    n_windows: int = Field(description="Consecutive alarming beats (ECG) or windows (EEG) in the run")
+    start_s: float
+    end_s: float
+    raised_at: float
+    acknowledged_by: str | None
+    acknowledged_at: float | None
+    deliveries: list[AlarmDelivery]
+
+
+class AlarmsOut(BaseModel):
+    alarms: list[AlarmOut]
+
+
+class AcknowledgeIn(Strict):
+    acknowledged_by: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Who acknowledges; defaults to the token's name"
+    )

@@ -18,19 +18,23 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.routing import Match
 
+from app.alarms import AlarmDetector, WebhookNotifier, alarm_payload
 from app.api import Clinician, error_responses, router
 from app.base_models import load_bases
 from app.deps import MetricsDep
 from app.energy import detect_meter
 from app.engine import resolve_engine
+from app.events import EventHub
 from app.extraction import Extractor
 from app.ingest import Ingestor, Limits
 from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.page import router as page_router
-from app.registry import AppliedUpdate, Registry
+from app.registry import AppliedUpdate, LiveModel, Registry
+from app.review_api import router as review_router
 from app.settings import Settings
 from app.store import Store, StoreUnavailable
+from app.templates import TemplateBooks
 from app.worker import UpdateWorker
 
 log = logging.getLogger("biofo")
@@ -62,6 +66,7 @@ def ensure_admin(store: Store, settings: Settings) -> str | None:
 
 def create_app(settings: Settings) -> FastAPI:
     engine = resolve_engine(settings.engine)
+    hub = EventHub()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,8 +90,26 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.label_to_update_seconds.observe(label_to_update_s)
             metrics.model_version.labels(live.row.modality, live.row.patient_id).set(update.version_after)
             metrics.joules.labels("update", meter.source).inc(update.joules)
+            hub.publish("model", {"modality": live.row.modality, "patient_id": live.row.patient_id,
+                                  "version": update.version_after, "label_id": update.label_id})
 
         worker = UpdateWorker(store, registry, newest, on_update)
+        detector = AlarmDetector(store, settings.alarm_webhooks)
+        notifier = WebhookNotifier(store, settings.alarm_retry_s, settings.alarm_max_attempts)
+
+        def on_stored(live: LiveModel, windows: list[dict]) -> None:
+            hub.publish("windows", {"modality": live.row.modality, "patient_id": live.row.patient_id,
+                                    "windows": windows})
+            try:
+                raised = detector.observe(live.row, windows)
+            except StoreUnavailable as error:
+                # The windows are committed and the device must hear so; the alarm row is what failed.
+                log.error("alarm check of %s/%s failed: %s", live.row.modality, live.row.patient_id, error)
+                return
+            for alarm_id in raised:
+                hub.publish("alarm", alarm_payload(store.alarm(alarm_id)))
+                notifier.notify()
+
         app.state.settings = settings
         app.state.store = store
         app.state.meter = meter
@@ -95,12 +118,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.worker = worker
         extractor = Extractor(settings.workers)
         app.state.ingestor = Ingestor(
-            store, registry, meter, Limits(settings.max_samples, settings.max_segment_s), extractor
+            store, registry, meter, Limits(settings.max_samples, settings.max_segment_s), extractor, on_stored
         )
+        app.state.templates = TemplateBooks(store)
         worker.start()
+        notifier.start()
         try:
             yield
         finally:
+            hub.close()
+            notifier.stop()
             worker.stop()
             extractor.close()
             written = registry.checkpoint_all("shutdown")
@@ -117,7 +144,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.state.events = hub
     app.include_router(router)
+    app.include_router(review_router)
     app.include_router(page_router)
 
     @app.get("/docs", include_in_schema=False)
@@ -217,12 +246,26 @@ def serve(
     # in place before it started. Making that handler a clean exit turns a completed shutdown (worker
     # stopped, checkpoints written) into exit status 0, which is what supervisors expect.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # Open event streams never end by themselves; end them now, or the graceful stop waits for them.
+            app.state.events.close()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
         # Devices post every few seconds on a kept-alive connection; uvicorn's 5 s default closes it in
         # between, and a POST racing that close fails on the device with a reset connection.
         timeout_graceful_shutdown=30, timeout_keep_alive=75,
-    )
+    ))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise SystemExit(3)  # what uvicorn.run exits with when the app fails to start
     instance.close()
 
 

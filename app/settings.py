@@ -22,6 +22,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     workers: int | None = None  # feature-extraction processes; None: one per core, 0: in the request thread
+    alarm_webhooks: tuple[str, ...] = ()  # URLs each new alarm is POSTed to
+    alarm_retry_s: float = 2.0  # first retry delay of a failed webhook delivery; doubles each attempt
+    alarm_max_attempts: int = 10
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -42,10 +45,10 @@ class Settings:
 def _parse(name: str, raw: str) -> object:
     if name == "db":
         return Path(raw)
-    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers"}:
+    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers", "alarm_max_attempts"}:
         return int(raw)
-    if name == "max_segment_s":
+    if name in {"max_segment_s", "alarm_retry_s"}:
         return float(raw)
-    if name == "cors_origins":
+    if name in {"cors_origins", "alarm_webhooks"}:
         return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
     return raw

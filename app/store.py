@@ -448,7 +448,7 @@ class Store:
 
     def insert_retraction(
         self,
-        label: LabelRow,
+        labels: Sequence[LabelRow],
         token_id: int | None,
         retracted_by: str,
         version_before: int,
@@ -458,27 +458,32 @@ class Store:
         duration_s: float,
         checkpoint: NewCheckpoint | None,
         energy: EnergyRecord | None,
-    ) -> dict[str, Any]:
-        """Retract a label, with the checkpoint of the rebuilt model and its energy, in one transaction:
-        no moment exists where the retraction is stored but the newest checkpoint still holds the label."""
+    ) -> list[dict[str, Any]]:
+        """Retract labels (one clinician action: one label, or a whole template's), with the checkpoint of
+        the rebuilt model and its energy, in one transaction: no moment exists where a retraction is
+        stored but the newest checkpoint still holds its label. The cost is recorded on the first row."""
         now = time.time()
+        rows: list[dict[str, Any]] = []
         with self.transaction() as conn:
             checkpoint_id = None
             if checkpoint is not None:
-                checkpoint_id = self._insert_checkpoint(conn, label.model_id, checkpoint)
-            cursor = conn.execute(
-                "INSERT INTO retractions (label_id, model_id, token_id, retracted_by, at, version_before,"
-                " version_after, rebuilt_from, checkpoint_id, replayed, duration_s, joules, energy_source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    label.id, label.model_id, token_id, retracted_by, now, version_before, version_after,
-                    rebuilt_from, checkpoint_id, replayed, duration_s,
-                    energy.joules if energy else 0.0, energy.source if energy else None,
-                ),
-            )
+                checkpoint_id = self._insert_checkpoint(conn, labels[0].model_id, checkpoint)
+            for index, label in enumerate(labels):
+                first = index == 0
+                cursor = conn.execute(
+                    "INSERT INTO retractions (label_id, model_id, token_id, retracted_by, at, version_before,"
+                    " version_after, rebuilt_from, checkpoint_id, replayed, duration_s, joules, energy_source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        label.id, label.model_id, token_id, retracted_by, now, version_before, version_after,
+                        rebuilt_from, checkpoint_id, replayed if first else 0, duration_s if first else 0.0,
+                        energy.joules if energy and first else 0.0, energy.source if energy else None,
+                    ),
+                )
+                rows.append({"id": int(cursor.lastrowid), "checkpoint_id": checkpoint_id, "at": now})
             if energy is not None:
                 self._insert_energy(conn, energy, now)
-        return {"id": int(cursor.lastrowid), "checkpoint_id": checkpoint_id, "at": now}
+        return rows
 
     def has_update_for(self, label_id: int) -> bool:
         return self._one("SELECT 1 AS x FROM update_labels WHERE label_id = ?", (label_id,)) is not None
@@ -598,4 +603,152 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (at, energy.phase, energy.model_id, energy.n, energy.duration_s, energy.joules,
              energy.source, energy.rail, energy.total),
+        )
+
+    # Alarms ----------------------------------------------------------------------------------
+
+    ALARM_COLUMNS = (
+        "id, model_id, patient_id, modality, kind, first_window_id, last_window_id, n_windows, start_s, end_s,"
+        " raised_at, acknowledged_by, acknowledged_at"
+    )
+
+    def prediction_tail(self, model_id: int, before_window_id: int, n: int) -> list[dict[str, Any]]:
+        """The model's last ``n`` windows before ``before_window_id``, oldest first, with their predicted class."""
+        rows = self._query(
+            "SELECT w.id, w.offset_s, p.class AS predicted FROM windows w JOIN predictions p ON p.window_id = w.id"
+            " WHERE w.model_id = ? AND w.id < ? ORDER BY w.id DESC LIMIT ?",
+            (model_id, before_window_id, n),
+        )
+        return rows[::-1]
+
+    def alarm_ending_at(self, model_id: int, window_id: int) -> dict[str, Any] | None:
+        return self._one(
+            f"SELECT {self.ALARM_COLUMNS} FROM alarms WHERE model_id = ? AND last_window_id = ?", (model_id, window_id)
+        )
+
+    def raise_alarm(
+        self, model: ModelRow, kind: str, first: dict[str, Any], last: dict[str, Any], n_windows: int,
+        webhooks: Sequence[str],
+    ) -> int:
+        """A new alarm and one pending delivery per webhook, in one transaction."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO alarms (model_id, patient_id, modality, kind, first_window_id, last_window_id, n_windows,"
+                " start_s, end_s, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (model.id, model.patient_id, model.modality, kind, first["id"], last["id"], n_windows,
+                 first["offset_s"], last["offset_s"], time.time()),
+            )
+            alarm_id = int(cursor.lastrowid)
+            conn.executemany(
+                "INSERT INTO alarm_deliveries (alarm_id, url) VALUES (?, ?)", [(alarm_id, url) for url in webhooks]
+            )
+        return alarm_id
+
+    def extend_alarm(self, alarm_id: int, last: dict[str, Any], added: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alarms SET last_window_id = ?, end_s = ?, n_windows = n_windows + ? WHERE id = ?",
+                (last["id"], last["offset_s"], added, alarm_id),
+            )
+
+    def alarms(
+        self, patient_id: str | None, modality: str | None, acknowledged: bool | None, limit: int, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Newest first."""
+        where, params = ["1 = 1"], []
+        if patient_id is not None:
+            where.append("patient_id = ?")
+            params.append(patient_id)
+        if modality is not None:
+            where.append("modality = ?")
+            params.append(modality)
+        if acknowledged is not None:
+            where.append("acknowledged_at IS NOT NULL" if acknowledged else "acknowledged_at IS NULL")
+        return self._query(
+            f"SELECT {self.ALARM_COLUMNS} FROM alarms WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+
+    def alarm(self, alarm_id: int) -> dict[str, Any] | None:
+        return self._one(f"SELECT {self.ALARM_COLUMNS} FROM alarms WHERE id = ?", (alarm_id,))
+
+    def acknowledge_alarm(self, alarm_id: int, by: str, token_id: int | None) -> bool:
+        """Record who acknowledged the alarm and when; False if it was acknowledged before (the first one stands)."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE alarms SET acknowledged_by = ?, acknowledged_token_id = ?, acknowledged_at = ?"
+                " WHERE id = ? AND acknowledged_at IS NULL",
+                (by, token_id, time.time(), alarm_id),
+            )
+        return cursor.rowcount == 1
+
+    def alarm_deliveries(self, alarm_id: int) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT url, attempts, delivered_at, last_status, last_error FROM alarm_deliveries WHERE alarm_id = ? ORDER BY id",
+            (alarm_id,),
+        )
+
+    def deliveries_owed(self, max_attempts: int) -> list[dict[str, Any]]:
+        """Webhook deliveries not yet made and not given up, oldest first."""
+        return self._query(
+            "SELECT id, alarm_id, url, attempts FROM alarm_deliveries WHERE delivered_at IS NULL AND attempts < ?"
+            " ORDER BY id",
+            (max_attempts,),
+        )
+
+    def record_delivery_attempt(self, delivery_id: int, status: int | None, error: str | None) -> None:
+        delivered = time.time() if error is None else None
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alarm_deliveries SET attempts = attempts + 1, delivered_at = ?, last_status = ?, last_error = ?"
+                " WHERE id = ?",
+                (delivered, status, error, delivery_id),
+            )
+
+    # Templates, strips and exports -------------------------------------------------------------
+
+    def features_after(self, model_id: int, after_window_id: int) -> list[tuple[int, np.ndarray]]:
+        """(window id, stored features) of the model's windows after ``after_window_id``, in arrival order."""
+        rows = self._query(
+            "SELECT id, features FROM windows WHERE model_id = ? AND id > ? ORDER BY id", (model_id, after_window_id)
+        )
+        return [(row["id"], np.frombuffer(row["features"], dtype=np.float32)) for row in rows]
+
+    def window_states(self, model_id: int, through_window_id: int) -> dict[int, dict[str, Any]]:
+        """Per window of the model up to ``through_window_id``: predicted class and the label in force (or None)."""
+        rows = self._query(
+            "SELECT w.id, p.class AS predicted, l.label FROM windows w JOIN predictions p ON p.window_id = w.id"
+            f" LEFT JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id WHERE w.model_id = ? AND w.id <= ?",
+            (model_id, through_window_id),
+        )
+        return {row["id"]: row for row in rows}
+
+    def windows_between(
+        self, model_id: int, start_s: float, end_s: float, with_samples: bool = True
+    ) -> list[dict[str, Any]]:
+        """The model's windows whose offset lies in [start_s, end_s), in time order, with prediction and
+        label in force (and samples, if asked)."""
+        samples = ", w.samples, w.n_channels, w.n_samples, w.marker" if with_samples else ""
+        return self._query(
+            f"SELECT w.id, w.offset_s, w.channels, p.class AS predicted, p.model_version, l.label{samples}"
+            " FROM windows w JOIN predictions p ON p.window_id = w.id"
+            f" LEFT JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id"
+            " WHERE w.model_id = ? AND w.offset_s >= ? AND w.offset_s < ? ORDER BY w.offset_s, w.id",
+            (model_id, start_s, end_s),
+        )
+
+    def stream_span(self, model_id: int) -> dict[str, Any]:
+        """Offsets of the model's first and last window (``lo``, ``hi``; None before any window)."""
+        return self._one("SELECT MIN(offset_s) AS lo, MAX(offset_s) AS hi FROM windows WHERE model_id = ?", (model_id,))
+
+    def export_windows(self, model_id: int) -> list[dict[str, Any]]:
+        """Every window of a model in time order with its samples, prediction and label in force."""
+        return self.windows_between(model_id, float("-inf"), float("inf"))
+
+    def export_labels(self, model_id: int) -> list[dict[str, Any]]:
+        """The labels in force of a model's windows, in time order, with who gave them."""
+        return self._query(
+            "SELECT w.id AS window_id, w.offset_s, l.label, l.labeled_by, l.at FROM windows w"
+            f" JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id WHERE w.model_id = ? ORDER BY w.offset_s, w.id",
+            (model_id,),
         )

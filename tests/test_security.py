@@ -29,7 +29,7 @@ ADMITS = {
     ("POST", "/v1/tokens"): set(),
 }
 PUBLIC = {("GET", "/healthz")}
-PATH_VALUES = {"modality": "ecg", "patient_id": "sec-1", "window_id": "1", "label_id": "1"}
+PATH_VALUES = {"modality": "ecg", "patient_id": "sec-1", "window_id": "1", "label_id": "1", "alarm_id": "1", "index": "0"}
 MARKER = "zqx7"  # in every string a request carries into the store
 
 

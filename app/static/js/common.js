@@ -258,7 +258,47 @@
     ctx.restore();
   }
 
+  /* Server-sent events of one patient (or all, without arguments): handlers by event name
+     ("windows", "model", "alarm", "overflow"). The browser reconnects by itself after a drop. */
+  function live(modality, patient, handlers) {
+    const source = new EventSource("/v1/events?" + query({ modality: modality, patient_id: patient }));
+    Object.keys(handlers).forEach((name) => {
+      source.addEventListener(name, (event) => handlers[name](JSON.parse(event.data)));
+    });
+    source.addEventListener("open", () => document.documentElement.setAttribute("data-live", "open"));
+    source.addEventListener("error", () => document.documentElement.setAttribute("data-live", "reconnecting"));
+    return source;
+  }
+
+  /* Run `fn` at most once per `ms`, trailing call kept: bursts of live events cost one refresh. */
+  function throttle(fn, ms) {
+    let timer = null;
+    let again = false;
+    return function () {
+      if (timer) { again = true; return; }
+      fn();
+      timer = setTimeout(function tick() {
+        timer = null;
+        if (again) { again = false; fn(); timer = setTimeout(tick, ms); }
+      }, ms);
+    };
+  }
+
+  /* POST labels [{window_id, label, labeled_by}] in order, 1000 per request (the API's limit);
+     returns every label id, in the same order. */
+  async function postLabels(labels) {
+    const ids = [];
+    for (let i = 0; i < labels.length; i += 1000) {
+      const out = await api("/v1/labels", { method: "POST", body: { labels: labels.slice(i, i + 1000) } });
+      ids.push(...out.label_ids);
+    }
+    return ids;
+  }
+
   window.biofo = {
+    live: live,
+    throttle: throttle,
+    postLabels: postLabels,
     ApiError: ApiError,
     api: api,
     query: query,

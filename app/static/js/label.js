@@ -105,6 +105,7 @@
 
   function showEmpty() {
     zoom.clear();
+    state.detail = null;
     ui.title.textContent = "Nothing left to label";
     ui.meta.textContent = "Every " + (modality === "ecg" ? "beat" : "window") + " of this patient has a label.";
     ui.probs.replaceChildren();
@@ -433,6 +434,42 @@
       if (state.detail) renderDetail();
       refreshModel().catch(fail);
     }, 150);
+  });
+
+  // Live ------------------------------------------------------------------------------------------
+  // New beats or windows join the end of the queue and the model panel follows every new version,
+  // without a reload.
+
+  const refreshModelSoon = b.throttle(() => refreshModel().catch(fail), 1000);
+  const refreshTimelineSoon = b.throttle(() => refreshTimeline().catch(fail), 2000);
+  const liveStatus = $("live-status");
+  let liveCount = 0;
+
+  function margin(probabilities) {
+    const top = Object.values(probabilities).sort((x, y) => y - x);
+    return top[0] - (top.length > 1 ? top[1] : 0);
+  }
+
+  b.live(modality, patient, {
+    windows: (event) => {
+      const known = new Set(state.items.map((w) => w.id));
+      const fresh = event.windows.filter((w) => !known.has(w.id)).map((w) => Object.assign({}, w, {
+        patient_id: patient, modality: modality, margin: margin(w.probabilities), label: null, labeled_by: null,
+      }));
+      liveCount += event.windows.length;
+      const newest = event.windows[event.windows.length - 1];
+      liveStatus.dataset.liveWindows = String(liveCount);
+      liveStatus.textContent = "Live: " + liveCount + " new " + (modality === "ecg" ? "beats" : "windows") +
+        " since this page opened · newest " + b.clock(newest.offset_s) + " predicted " + newest.predicted +
+        " by v" + newest.model_version;
+      if (!fresh.length) return;
+      state.items.push(...fresh);
+      if (!state.detail) go(state.items.length - fresh.length).catch(fail);
+      else renderQueue();
+      refreshTimelineSoon();
+    },
+    model: () => refreshModelSoon(),
+    overflow: () => { refreshModelSoon(); refreshTimelineSoon(); },
   });
 
   const startId = Number(new URLSearchParams(window.location.search).get("window")) || null;

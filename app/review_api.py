@@ -1,0 +1,252 @@
+"""The v1 routes of the clinician's review workflow: beat templates, rhythm strips, alarms, live
+events, and undoing a whole template action. Authentication and roles as the other /v1 routes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from app.alarms import alarm_payload
+from app.api import BODY_ERRORS, Clinician, RowId, _live, error_responses
+from app.registry import AlreadyRetracted, LiveModel, PredatesRollback
+from app.schemas import (
+    PATIENT_ID,
+    AcknowledgeIn,
+    AlarmDelivery,
+    AlarmOut,
+    AlarmsOut,
+    GroupUndoIn,
+    GroupUndoOut,
+    Modality,
+    StripBeat,
+    StripOut,
+    TemplateDetail,
+    TemplateOut,
+    TemplatesOut,
+)
+from app.store import LabelRow
+from signals.ecg_features import CONTEXT_AFTER_S, CONTEXT_BEFORE_S, DEFAULT_WINDOW, ECG_FS
+from signals.stitch import stitch
+from signals.templates import THRESHOLD
+
+router = APIRouter(prefix="/v1", responses=error_responses(401, 403, 503))
+PatientId = Annotated[str, Path(pattern=PATIENT_ID.pattern)]
+OVERLAY_MAX = 40
+METHOD = (
+    "online leader clustering in arrival order: a beat joins the template (same RR group: premature if the "
+    "previous RR < 0.85 x local mean) whose mean waveform (both leads) correlates best with it, if r >= threshold"
+)
+
+
+# Templates ---------------------------------------------------------------------------------------
+
+
+def _ecg(request: Request, patient_id: str) -> LiveModel:
+    return _live(request, "ecg", patient_id)
+
+
+def _summaries(request: Request, live: LiveModel) -> list[tuple[TemplateOut, list[int]]]:
+    """Every template with its summary and its unlabelled members (arrival order)."""
+    book = request.app.state.templates.current(live.row.id)
+    with book.lock:
+        groups = [(t.index, t.rr_group, list(t.members)) for t in book.clusterer.templates]
+        through = book.seen_through
+    states = request.app.state.store.window_states(live.row.id, through)
+    out = []
+    for index, group, members in groups:
+        open_ids = [w for w in members if states[w]["label"] is None]
+        predicted = Counter(states[w]["predicted"] for w in open_ids)
+        labels = Counter(states[w]["label"] for w in members if states[w]["label"] is not None)
+        summary = TemplateOut(
+            index=index, rr_group=group, members=len(members), unlabelled=len(open_ids),
+            predicted=predicted.most_common(1)[0][0] if predicted else (labels.most_common(1)[0][0] if labels else ""),
+            predicted_counts=dict(predicted), label_counts=dict(labels),
+        )
+        out.append((summary, open_ids))
+    return out
+
+
+@router.get("/templates/ecg/{patient_id}", response_model=TemplatesOut, responses=error_responses(404))
+def list_templates(
+    patient_id: PatientId, request: Request, token: Clinician, labeled: bool = False,
+) -> TemplatesOut:
+    """The patient's beat templates, most unlabelled beats first: with ``labeled=false`` (default) those
+    that still hold unlabelled beats, with ``true`` those fully labelled."""
+    live = _ecg(request, patient_id)
+    rows = [s for s, _ in _summaries(request, live) if (s.unlabelled == 0) == labeled]
+    rows.sort(key=lambda s: (-s.unlabelled, -s.members, s.index))
+    return TemplatesOut(patient_id=patient_id, threshold=THRESHOLD, method=METHOD, templates=rows)
+
+
+@router.get("/templates/ecg/{patient_id}/{index}", response_model=TemplateDetail, responses=error_responses(404))
+def get_template(
+    patient_id: PatientId, index: Annotated[int, Path(ge=0, le=1_000_000)], request: Request, token: Clinician,
+) -> TemplateDetail:
+    """One template: its unlabelled members and an overlay of up to 40 of them around R."""
+    live = _ecg(request, patient_id)
+    found = next(((s, ids) for s, ids in _summaries(request, live) if s.index == index), None)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"patient '{patient_id}' has no template {index}")
+    summary, open_ids = found
+    store = request.app.state.store
+    shown = open_ids
+    if not shown:
+        book = request.app.state.templates.current(live.row.id)
+        with book.lock:
+            shown = list(book.clusterer.templates[index].members)
+    picks = [shown[int(i)] for i in np.unique(np.linspace(0, len(shown) - 1, min(OVERLAY_MAX, len(shown))).astype(int))]
+    pre, post = DEFAULT_WINDOW.pre, DEFAULT_WINDOW.post
+    traces, channels = [], ["lead 1", "lead 2"]
+    for window_id in picks:
+        row = store.window(window_id)
+        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        r = int(row["marker"])
+        piece = stitch([(-r / ECG_FS, samples)], ECG_FS, -pre / ECG_FS, (pre + post) / ECG_FS, samples.shape[0])
+        traces.append(piece)
+        names = json.loads(row["channels"])
+        if len(names) == samples.shape[0]:
+            channels = names
+    mean = np.nanmean(np.stack(traces), axis=0)
+    return TemplateDetail(
+        **summary.model_dump(), window_ids=open_ids, samples_fs=ECG_FS, pre_s=pre / ECG_FS, overlay_ids=picks,
+        overlay=[_rounded(t) for t in traces], mean=_rounded(mean), sample_channels=channels,
+    )
+
+
+def _rounded(samples: np.ndarray) -> list[list[float | None]]:
+    return [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in samples]
+
+
+# Undo of one template action ---------------------------------------------------------------------
+
+
+@router.post("/retractions", response_model=GroupUndoOut, responses={**BODY_ERRORS, **error_responses(404, 409)})
+def undo_labels(body: GroupUndoIn, request: Request, token: Clinician) -> GroupUndoOut:
+    """Retract the labels of one action (a whole template) together: one rebuild, one new version."""
+    store, registry = request.app.state.store, request.app.state.registry
+    labels = []
+    for position, label_id in enumerate(body.label_ids):
+        row = store.label(label_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=[
+                {"loc": ["body", "label_ids", position], "msg": f"no label with id {label_id}", "type": "not_found"}])
+        labels.append(LabelRow(**{key: row[key] for key in ("id", "window_id", "model_id", "label", "labeled_by", "at")}))
+    if len({label.model_id for label in labels}) != 1 or len({label.id for label in labels}) != len(labels):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[
+            {"loc": ["body", "label_ids"], "msg": "label_ids must be distinct labels of one patient's model",
+             "type": "value_error"}])
+    labels.sort(key=lambda label: label.id)
+    by = body.retracted_by or token.name
+    try:
+        done = registry.retract_group(labels, token.id, by)
+    except (AlreadyRetracted, PredatesRollback) as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+    first = done[0]
+    live = registry.by_id(labels[0].model_id)
+    request.app.state.metrics.model_version.labels(live.row.modality, live.row.patient_id).set(first.version_after)
+    request.app.state.events.publish("model", {
+        "modality": live.row.modality, "patient_id": live.row.patient_id, "version": first.version_after})
+    return GroupUndoOut(
+        label_ids=[label.id for label in labels], retraction_ids=[r.id for r in done],
+        version_before=first.version_before, version_after=first.version_after,
+        rebuilt_from_version=first.rebuilt_from_version, replayed=first.replayed, duration_s=first.duration_s,
+        joules=first.joules, energy_source=first.energy_source,
+    )
+
+
+# Rhythm strip -------------------------------------------------------------------------------------
+
+
+@router.get("/strips/ecg/{patient_id}", response_model=StripOut, responses=error_responses(404))
+def rhythm_strip(
+    patient_id: PatientId, request: Request, token: Clinician,
+    start: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 0.0,
+    duration: Annotated[float, Query(gt=0, le=60)] = 10.0,
+) -> StripOut:
+    """Both leads from ``start`` for ``duration`` seconds, rebuilt from the stored beats, with every beat's
+    predicted class and label in force."""
+    live = _ecg(request, patient_id)
+    store = request.app.state.store
+    rows = store.windows_between(live.row.id, start - CONTEXT_AFTER_S, start + duration + CONTEXT_BEFORE_S)
+    pieces, channels, n_channels = [], ["lead 1", "lead 2"], 2
+    for row in rows:
+        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        pieces.append((row["offset_s"] - row["marker"] / ECG_FS, samples))
+        n_channels = samples.shape[0]
+        names = json.loads(row["channels"])
+        if len(names) == n_channels:
+            channels = names
+    signal = stitch(pieces, ECG_FS, start, duration, n_channels)
+    span = store.stream_span(live.row.id)
+    beats = [StripBeat(id=r["id"], offset_s=r["offset_s"], predicted=r["predicted"], label=r["label"])
+             for r in rows if start <= r["offset_s"] < start + duration]
+    return StripOut(
+        patient_id=patient_id, start=start, duration=duration, fs=ECG_FS, channels=channels,
+        samples=_rounded(signal), beats=beats, stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
+    )
+
+
+# Alarms -------------------------------------------------------------------------------------------
+
+
+def alarm_out(request: Request, row: dict) -> AlarmOut:
+    deliveries = request.app.state.store.alarm_deliveries(row["id"])
+    return AlarmOut(**alarm_payload(row), deliveries=[AlarmDelivery(**d) for d in deliveries])
+
+
+@router.get("/alarms", response_model=AlarmsOut)
+def list_alarms(
+    request: Request, token: Clinician,
+    patient_id: Annotated[str | None, Query(pattern=PATIENT_ID.pattern)] = None,
+    modality: Modality | None = None,
+    acknowledged: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> AlarmsOut:
+    """Alarms, newest first: ventricular runs (ECG) and seizure detections (EEG), with their
+    acknowledgement and webhook deliveries."""
+    rows = request.app.state.store.alarms(patient_id, modality, acknowledged, limit, offset)
+    return AlarmsOut(alarms=[alarm_out(request, row) for row in rows])
+
+
+@router.post("/alarms/{alarm_id}/acknowledge", response_model=AlarmOut,
+             responses={**BODY_ERRORS, **error_responses(404, 409)})
+def acknowledge_alarm(alarm_id: RowId, request: Request, token: Clinician, body: AcknowledgeIn | None = None) -> AlarmOut:
+    """Acknowledge an alarm; who and when are kept. Acknowledging twice is a 409 naming the first."""
+    store = request.app.state.store
+    row = store.alarm(alarm_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no alarm with id {alarm_id}")
+    by = body.acknowledged_by if body is not None and body.acknowledged_by else token.name
+    if not store.acknowledge_alarm(alarm_id, by, token.id):
+        first = store.alarm(alarm_id)
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"alarm {alarm_id} was acknowledged by {first['acknowledged_by']} at {first['acknowledged_at']}")
+    row = store.alarm(alarm_id)
+    request.app.state.events.publish("alarm", alarm_payload(row))
+    return alarm_out(request, row)
+
+
+# Live events --------------------------------------------------------------------------------------
+
+
+@router.get("/events", include_in_schema=False)
+async def events(
+    request: Request, token: Clinician,
+    patient_id: Annotated[str | None, Query(pattern=PATIENT_ID.pattern)] = None,
+    modality: Modality | None = None,
+) -> StreamingResponse:
+    """Server-sent events for an open page: ``windows`` (new windows with predictions), ``model`` (a new
+    model version), ``alarm`` (raised, extended or acknowledged). Not in the OpenAPI document: it is a
+    stream that does not end, which API fuzzers cannot exercise."""
+    hub = request.app.state.events
+    subscription = hub.subscribe(modality, patient_id)
+    return StreamingResponse(
+        hub.stream(subscription, request.is_disconnected), media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
