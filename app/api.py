@@ -237,12 +237,6 @@ def undo_label(
         done = registry.retract(label, token.id, by)
     except (AlreadyRetracted, PredatesRollback) as error:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
-    in_force = store.label_in_force(label.window_id)
-    tally = registry.by_id(label.model_id).prequential
-    if in_force is None:
-        tally.revert(label.window_id)
-    else:
-        tally.update(label.window_id, in_force, store.windows_by_id([label.window_id])[label.window_id]["predicted"])
     metrics.model_version.labels(row["modality"], row["patient_id"]).set(done.version_after)
     if done.energy_source is not None:
         metrics.joules.labels("update", done.energy_source).inc(done.joules)
@@ -251,7 +245,7 @@ def undo_label(
         version_before=done.version_before, version_after=done.version_after,
         rebuilt_from_version=done.rebuilt_from_version, replayed=done.replayed, duration_s=done.duration_s,
         joules=done.joules, energy_source=done.energy_source,
-        window_label=in_force,
+        window_label=store.label_in_force(label.window_id),
     )
 
 

@@ -83,6 +83,18 @@ class V1Calls:
                 raise TimeoutError(f"labels up to {seq} not applied within {timeout} s: {model}")
             time.sleep(0.05)
 
+    def wait_learned(self, modality: str, patient_id: str, timeout: float = 300.0) -> dict[str, Any]:
+        """The model once no label of it is pending, for callers that did not see every label's answer
+        (a browser labelled, or a daemon was killed before it answered)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            model = self.model(modality, patient_id)
+            if model["labels_pending"] == 0:
+                return model
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"labels still pending after {timeout} s: {model}")
+            time.sleep(0.05)
+
 
 class Client(V1Calls, httpx.Client):
     """API v1 on the daemon's URL with a bearer token."""

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from app.events import EventHub
 from app.ingest import Ingestor
 from app.metrics import Metrics
 from app.registry import Registry
 from app.settings import Settings
 from app.store import Store
+from app.templates import TemplateBooks
 from app.worker import UpdateWorker
 
 
@@ -35,6 +37,8 @@ ingestor = _from_state("ingestor")
 worker = _from_state("worker")
 metrics = _from_state("metrics")
 settings = _from_state("settings")
+templates = _from_state("templates")
+events = _from_state("events")
 
 StoreDep = Annotated[Store, Depends(store)]
 RegistryDep = Annotated[Registry, Depends(registry)]
@@ -42,3 +46,5 @@ IngestorDep = Annotated[Ingestor, Depends(ingestor)]
 WorkerDep = Annotated[UpdateWorker, Depends(worker)]
 MetricsDep = Annotated[Metrics, Depends(metrics)]
 SettingsDep = Annotated[Settings, Depends(settings)]
+TemplatesDep = Annotated[TemplateBooks, Depends(templates)]
+EventsDep = Annotated[EventHub, Depends(events)]

@@ -297,6 +297,7 @@ class Registry:
                 rows = self.store.insert_retraction(
                     labels, token_id, retracted_by, before, before, None, 0, 0.0, None, None
                 )
+                self._follow_labels_in_force(live, labels)
                 return [Retraction(row["id"], label.id, before, before, None, 0, 0.0, 0.0, None)
                         for row, label in zip(rows, labels)]
             base, learner = self._rebuild_base(live, min(learned))
@@ -321,11 +322,22 @@ class Registry:
             )
             live.learner = learner
             live.updates_since_checkpoint = 0
+            self._follow_labels_in_force(live, labels)
             return [
                 Retraction(row["id"], label.id, before, learner.version, int(base["version"]), len(replay),
                            measurement.duration_s, measurement.joules, measurement.source)
                 for row, label in zip(rows, labels)
             ]
+
+    def _follow_labels_in_force(self, live: LiveModel, retracted: Sequence[LabelRow]) -> None:
+        """After a retraction each window's prequential pair follows its label in force, if any is left."""
+        windows = self.store.windows_by_id([label.window_id for label in retracted])
+        for label in retracted:
+            in_force = self.store.label_in_force(label.window_id)
+            if in_force is None:
+                live.prequential.revert(label.window_id)
+            else:
+                live.prequential.update(label.window_id, in_force, windows[label.window_id]["predicted"])
 
     def _rebuild_base(self, live: LiveModel, label_id: int) -> tuple[dict, Engine]:
         """The newest readable checkpoint that does not contain the label and that a replay may start from.

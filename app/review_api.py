@@ -8,11 +8,12 @@ from collections import Counter
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from app.alarms import alarm_payload
 from app.api import BODY_ERRORS, Clinician, RowId, _live, error_responses
+from app.deps import EventsDep, MetricsDep, RegistryDep, StoreDep, TemplatesDep
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback
 from app.schemas import (
     PATIENT_ID,
@@ -29,7 +30,8 @@ from app.schemas import (
     TemplateOut,
     TemplatesOut,
 )
-from app.store import LabelRow
+from app.store import LabelRow, Store
+from app.templates import TemplateBooks
 from signals.ecg_features import CONTEXT_AFTER_S, CONTEXT_BEFORE_S, DEFAULT_WINDOW, ECG_FS
 from signals.stitch import stitch
 from signals.templates import THRESHOLD
@@ -46,17 +48,22 @@ METHOD = (
 # Templates ---------------------------------------------------------------------------------------
 
 
-def _ecg(request: Request, patient_id: str) -> LiveModel:
-    return _live(request, "ecg", patient_id)
+def _ecg(registry: RegistryDep, patient_id: PatientId) -> LiveModel:
+    """The patient's ECG model named by the path, or 404."""
+    return _live(registry, "ecg", patient_id)
 
 
-def _summaries(request: Request, live: LiveModel) -> list[tuple[TemplateOut, list[int]]]:
+# As in app.api: the token resolves before the model, so a refused caller learns nothing of patients.
+EcgLive = Annotated[LiveModel, Depends(_ecg)]
+
+
+def _summaries(store: Store, books: TemplateBooks, live: LiveModel) -> list[tuple[TemplateOut, list[int]]]:
     """Every template with its summary and its unlabelled members (arrival order)."""
-    book = request.app.state.templates.current(live.row.id)
+    book = books.current(live.row.id)
     with book.lock:
         groups = [(t.index, t.rr_group, list(t.members)) for t in book.clusterer.templates]
         through = book.seen_through
-    states = request.app.state.store.window_states(live.row.id, through)
+    states = store.window_states(live.row.id, through)
     out = []
     for index, group, members in groups:
         open_ids = [w for w in members if states[w]["label"] is None]
@@ -73,30 +80,29 @@ def _summaries(request: Request, live: LiveModel) -> list[tuple[TemplateOut, lis
 
 @router.get("/templates/ecg/{patient_id}", response_model=TemplatesOut, responses=error_responses(404))
 def list_templates(
-    patient_id: PatientId, request: Request, token: Clinician, labeled: bool = False,
+    token: Clinician, live: EcgLive, store: StoreDep, books: TemplatesDep, labeled: bool = False,
 ) -> TemplatesOut:
     """The patient's beat templates, most unlabelled beats first: with ``labeled=false`` (default) those
     that still hold unlabelled beats, with ``true`` those fully labelled."""
-    live = _ecg(request, patient_id)
-    rows = [s for s, _ in _summaries(request, live) if (s.unlabelled == 0) == labeled]
+    rows = [s for s, _ in _summaries(store, books, live) if (s.unlabelled == 0) == labeled]
     rows.sort(key=lambda s: (-s.unlabelled, -s.members, s.index))
-    return TemplatesOut(patient_id=patient_id, threshold=THRESHOLD, method=METHOD, templates=rows)
+    return TemplatesOut(patient_id=live.row.patient_id, threshold=THRESHOLD, method=METHOD, templates=rows)
 
 
 @router.get("/templates/ecg/{patient_id}/{index}", response_model=TemplateDetail, responses=error_responses(404))
 def get_template(
-    patient_id: PatientId, index: Annotated[int, Path(ge=0, le=1_000_000)], request: Request, token: Clinician,
+    token: Clinician, live: EcgLive, index: Annotated[int, Path(ge=0, le=1_000_000)], store: StoreDep,
+    books: TemplatesDep,
 ) -> TemplateDetail:
     """One template: its unlabelled members and an overlay of up to 40 of them around R."""
-    live = _ecg(request, patient_id)
-    found = next(((s, ids) for s, ids in _summaries(request, live) if s.index == index), None)
+    found = next(((s, ids) for s, ids in _summaries(store, books, live) if s.index == index), None)
     if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"patient '{patient_id}' has no template {index}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"patient '{live.row.patient_id}' has no template {index}")
     summary, open_ids = found
-    store = request.app.state.store
     shown = open_ids
     if not shown:
-        book = request.app.state.templates.current(live.row.id)
+        book = books.current(live.row.id)
         with book.lock:
             shown = list(book.clusterer.templates[index].members)
     picks = [shown[int(i)] for i in np.unique(np.linspace(0, len(shown) - 1, min(OVERLAY_MAX, len(shown))).astype(int))]
@@ -126,9 +132,11 @@ def _rounded(samples: np.ndarray) -> list[list[float | None]]:
 
 
 @router.post("/retractions", response_model=GroupUndoOut, responses={**BODY_ERRORS, **error_responses(404, 409)})
-def undo_labels(body: GroupUndoIn, request: Request, token: Clinician) -> GroupUndoOut:
+def undo_labels(
+    body: GroupUndoIn, token: Clinician, store: StoreDep, registry: RegistryDep, metrics: MetricsDep,
+    events: EventsDep,
+) -> GroupUndoOut:
     """Retract the labels of one action (a whole template) together: one rebuild, one new version."""
-    store, registry = request.app.state.store, request.app.state.registry
     labels = []
     for position, label_id in enumerate(body.label_ids):
         row = store.label(label_id)
@@ -148,8 +156,8 @@ def undo_labels(body: GroupUndoIn, request: Request, token: Clinician) -> GroupU
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
     first = done[0]
     live = registry.by_id(labels[0].model_id)
-    request.app.state.metrics.model_version.labels(live.row.modality, live.row.patient_id).set(first.version_after)
-    request.app.state.events.publish("model", {
+    metrics.model_version.labels(live.row.modality, live.row.patient_id).set(first.version_after)
+    events.publish("model", {
         "modality": live.row.modality, "patient_id": live.row.patient_id, "version": first.version_after})
     return GroupUndoOut(
         label_ids=[label.id for label in labels], retraction_ids=[r.id for r in done],
@@ -164,14 +172,12 @@ def undo_labels(body: GroupUndoIn, request: Request, token: Clinician) -> GroupU
 
 @router.get("/strips/ecg/{patient_id}", response_model=StripOut, responses=error_responses(404))
 def rhythm_strip(
-    patient_id: PatientId, request: Request, token: Clinician,
+    token: Clinician, live: EcgLive, store: StoreDep,
     start: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 0.0,
     duration: Annotated[float, Query(gt=0, le=60)] = 10.0,
 ) -> StripOut:
     """Both leads from ``start`` for ``duration`` seconds, rebuilt from the stored beats, with every beat's
     predicted class and label in force."""
-    live = _ecg(request, patient_id)
-    store = request.app.state.store
     rows = store.windows_between(live.row.id, start - CONTEXT_AFTER_S, start + duration + CONTEXT_BEFORE_S)
     pieces, channels, n_channels = [], ["lead 1", "lead 2"], 2
     for row in rows:
@@ -186,7 +192,7 @@ def rhythm_strip(
     beats = [StripBeat(id=r["id"], offset_s=r["offset_s"], predicted=r["predicted"], label=r["label"])
              for r in rows if start <= r["offset_s"] < start + duration]
     return StripOut(
-        patient_id=patient_id, start=start, duration=duration, fs=ECG_FS, channels=channels,
+        patient_id=live.row.patient_id, start=start, duration=duration, fs=ECG_FS, channels=channels,
         samples=_rounded(signal), beats=beats, stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
     )
 
@@ -194,14 +200,14 @@ def rhythm_strip(
 # Alarms -------------------------------------------------------------------------------------------
 
 
-def alarm_out(request: Request, row: dict) -> AlarmOut:
-    deliveries = request.app.state.store.alarm_deliveries(row["id"])
+def alarm_out(store: Store, row: dict) -> AlarmOut:
+    deliveries = store.alarm_deliveries(row["id"])
     return AlarmOut(**alarm_payload(row), deliveries=[AlarmDelivery(**d) for d in deliveries])
 
 
 @router.get("/alarms", response_model=AlarmsOut)
 def list_alarms(
-    request: Request, token: Clinician,
+    token: Clinician, store: StoreDep,
     patient_id: Annotated[str | None, Query(pattern=PATIENT_ID.pattern)] = None,
     modality: Modality | None = None,
     acknowledged: bool | None = None,
@@ -210,15 +216,16 @@ def list_alarms(
 ) -> AlarmsOut:
     """Alarms, newest first: ventricular runs (ECG) and seizure detections (EEG), with their
     acknowledgement and webhook deliveries."""
-    rows = request.app.state.store.alarms(patient_id, modality, acknowledged, limit, offset)
-    return AlarmsOut(alarms=[alarm_out(request, row) for row in rows])
+    rows = store.alarms(patient_id, modality, acknowledged, limit, offset)
+    return AlarmsOut(alarms=[alarm_out(store, row) for row in rows])
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", response_model=AlarmOut,
              responses={**BODY_ERRORS, **error_responses(404, 409)})
-def acknowledge_alarm(alarm_id: RowId, request: Request, token: Clinician, body: AcknowledgeIn | None = None) -> AlarmOut:
+def acknowledge_alarm(
+    alarm_id: RowId, token: Clinician, store: StoreDep, events: EventsDep, body: AcknowledgeIn | None = None,
+) -> AlarmOut:
     """Acknowledge an alarm; who and when are kept. Acknowledging twice is a 409 naming the first."""
-    store = request.app.state.store
     row = store.alarm(alarm_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no alarm with id {alarm_id}")
@@ -228,23 +235,22 @@ def acknowledge_alarm(alarm_id: RowId, request: Request, token: Clinician, body:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"alarm {alarm_id} was acknowledged by {first['acknowledged_by']} at {first['acknowledged_at']}")
     row = store.alarm(alarm_id)
-    request.app.state.events.publish("alarm", alarm_payload(row))
-    return alarm_out(request, row)
+    events.publish("alarm", alarm_payload(row))
+    return alarm_out(store, row)
 
 
 # Live events --------------------------------------------------------------------------------------
 
 
 @router.get("/events", include_in_schema=False)
-async def events(
-    request: Request, token: Clinician,
+async def event_stream(
+    request: Request, token: Clinician, hub: EventsDep,
     patient_id: Annotated[str | None, Query(pattern=PATIENT_ID.pattern)] = None,
     modality: Modality | None = None,
 ) -> StreamingResponse:
     """Server-sent events for an open page: ``windows`` (new windows with predictions), ``model`` (a new
     model version), ``alarm`` (raised, extended or acknowledged). Not in the OpenAPI document: it is a
     stream that does not end, which API fuzzers cannot exercise."""
-    hub = request.app.state.events
     subscription = hub.subscribe(modality, patient_id)
     return StreamingResponse(
         hub.stream(subscription, request.is_disconnected), media_type="text/event-stream",

@@ -31,7 +31,6 @@ class UpdateWorker:
         self.on_update = on_update
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="biofo-update-worker", daemon=True)
 
     def start(self) -> None:
@@ -45,17 +44,6 @@ class UpdateWorker:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-
-    def wait_idle(self, through: int, timeout: float = 10.0) -> bool:
-        """Block until every label up to ``through`` has been applied (for tests and the CLI)."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self.applied_seq < through:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(remaining)
-        return True
 
     def _next_labels(self) -> list[LabelRow]:
         return self.store.labels_from(self.applied_seq, limit=64)
@@ -82,8 +70,6 @@ class UpdateWorker:
                         # label from the last checkpoint and writes the row.
                         log.error("update row for label %s not written: %s", label.id, error)
                         update = None
-                    with self._idle:
-                        self.applied_seq = label.id
-                        self._idle.notify_all()
+                    self.applied_seq = label.id
                     if update is not None and self.on_update is not None:
                         self.on_update(update, max(0.0, time.time() - label.at))

@@ -182,23 +182,12 @@ def replay(
         _arm(daemon, rng.uniform(*kill_window)).join()
         result.kills += 1
         daemon.start()
-    _wait_applied(daemon)
+    with daemon.client() as client:
+        client.wait_learned("ecg", PATIENT)
     result.sigterm_status = daemon.stop(signal.SIGTERM)
     result.starts = daemon.starts
     result.seconds = time.monotonic() - started
     return result
-
-
-def _wait_applied(daemon: LocalDaemon, timeout: float = 300.0) -> None:
-    """Until the model has learned every stored label, acknowledged or not."""
-    deadline = time.monotonic() + timeout
-    with daemon.client() as client:
-        while time.monotonic() < deadline:
-            model = client.get(f"/v1/models/ecg/{PATIENT}")
-            if model.status_code == 200 and model.json()["labels_pending"] == 0:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"labels not all applied within {timeout} s")
 
 
 @dataclass(frozen=True)

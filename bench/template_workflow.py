@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.replay import Tally
-from bench.local_daemon import LocalDaemon
+from app.client import LocalDaemon
 from signals import replay
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,16 +42,6 @@ def _stream(daemon: LocalDaemon, token: str, bodies: list[dict]) -> list[dict]:
             response.raise_for_status()
             windows.extend(response.json()["windows"])
     return windows
-
-
-def _wait_applied(daemon: LocalDaemon, token: str, patient: str, timeout: float = 600.0) -> dict:
-    deadline = time.monotonic() + timeout
-    with daemon.client(token) as client:
-        while True:
-            model = client.get(f"/v1/models/ecg/{patient}").json()
-            if model["labels_pending"] == 0 or time.monotonic() > deadline:
-                return model
-            time.sleep(0.2)
 
 
 def _score(windows: list[dict], reference: replay.EcgReference, after_s: float) -> dict[str, Any]:
@@ -156,7 +146,8 @@ def _arm(folder: Path, name: str, record: str, split_s: float, bodies: list[dict
             out.update(_label_by_template(daemon, clinician, patient, reference, offsets))
         elif how == "one_by_one":
             out.update(_label_one_by_one(daemon, clinician, patient, reference, offsets))
-        model = _wait_applied(daemon, clinician, patient)
+        with daemon.client(clinician) as api:
+            model = api.wait_learned("ecg", patient, timeout=600.0)
         out["updates_applied"] = model["updates_applied"]
         out["rest"] = _score(_stream(daemon, device, tail), reference, split_s)
         return out

@@ -6,12 +6,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from app.client import LocalDaemon
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 
 Daemon = LocalDaemon
+
+# The page's browser tests drive Debian's Chromium; Playwright's own browser download cannot work here.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
 
 
 def start_daemon(db: Path, log: Path, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Daemon:
@@ -25,3 +33,11 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

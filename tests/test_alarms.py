@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import Daemon, free_port, start_daemon
+
+from app.client import free_port
+from conftest import Daemon, start_daemon
 
 from signals import replay
 from signals.datafiles import require

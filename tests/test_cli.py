@@ -80,28 +80,34 @@ def test_list_options_take_spaces_and_commas() -> None:
         parse(["bench", "rules", "--dataset", "mitbih", "--rules", ","])
 
 
-def _readme_commands() -> list[list[str]]:
-    """Every ``biofo ...`` line in the README's shell blocks and inline code, as argv."""
+def _readme_commands() -> tuple[list[list[str]], list[list[str]]]:
+    """The README's ``biofo ...`` commands as argv: whole commands (shell blocks, and inline code that
+    gives flags), and inline mentions of a command by name."""
     text = (ROOT / "README.md").read_text()
-    lines = [line.split("#")[0] for block in re.findall(r"```sh\n(.*?)```", text, re.S)
-             for line in block.splitlines()]
-    lines += re.findall(r"`(biofo [^`]*)`", text)
-    commands = [shlex.split(line.strip()) for line in lines if line.strip().startswith("biofo ")]
+    block_lines = [line.split("#")[0].strip() for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+                   for line in block.splitlines()]
+    inline = [shlex.split(code) for code in re.findall(r"`(biofo [^`]*)`", text)]
+    whole = [shlex.split(line) for line in block_lines if line.startswith("biofo ")]
+    whole += [argv for argv in inline if any(word.startswith("-") for word in argv)]
+    named = [argv for argv in inline if not any(word.startswith("-") for word in argv)]
     # "--dataset mitbih|chbmit" stands for one command per choice.
-    expanded = [list(argv) for command in commands
+    expanded = [list(argv) for command in whole
                 for argv in itertools.product(*(word.split("|") for word in command))]
     # Inline mentions may elide arguments ("biofo eval ecg --protocol …"); only full commands count.
-    return [argv for argv in expanded if "…" not in argv and "..." not in argv]
+    return [argv for argv in expanded if "…" not in argv and "..." not in argv], named
 
 
 def test_readme_commands_parse() -> None:
-    commands = _readme_commands()
-    assert ["biofo", "token", "create", "--role", "device", "--name", "bed 7 monitor"] in commands
-    for argv in commands:
+    whole, named = _readme_commands()
+    assert ["biofo", "token", "create", "--role", "device", "--name", "bed 7 monitor"] in whole
+    for argv in whole:
         try:
             parse(argv[1:])
         except SystemExit as refused:
             raise AssertionError(f"README command does not parse: {shlex.join(argv)}") from refused
+    known = {command.words for command in COMMANDS}
+    for argv in named:
+        assert tuple(argv[1:]) in known, f"README names a command that does not exist: {shlex.join(argv)}"
 
 
 def test_data_check() -> None:

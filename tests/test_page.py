@@ -4,7 +4,6 @@ MIT-BIH and CHB-MIT signal, under the daemon's strict CSP."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Daemon, start_daemon
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from app.auth import SESSION_COOKIE
 from signals import replay
@@ -20,11 +19,6 @@ from signals.datafiles import require
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 ECG_RECORD = "208"  # frequent PVCs and fusion beats: a queue with real uncertainty
 ECG_MINUTES = 2.0
 ECG_PATIENT = "mitdb-208"
@@ -61,15 +55,6 @@ def _post_all(client: httpx.Client, bodies: Iterator[dict]) -> list[dict]:
     return windows
 
 
-def _wait_applied(client: httpx.Client, modality: str, patient: str, seq: int) -> dict:
-    deadline = time.monotonic() + 30
-    while True:
-        model = client.get(f"/v1/models/{modality}/{patient}").json()
-        if model["applied_seq"] >= seq or time.monotonic() > deadline:
-            return model
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("page")
@@ -90,18 +75,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         ]
         with daemon.client(clinician) as client:
             seq = client.post("/v1/labels", json={"labels": labels}).json()["update_seq"]
-            _wait_applied(client, "eeg", EEG_PATIENT, seq)
+            client.wait_applied("eeg", EEG_PATIENT, seq)
         yield Served(daemon, clinician, device)
     finally:
         daemon.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def _db(served: Served) -> sqlite3.Connection:

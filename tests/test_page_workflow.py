@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from conftest import ADMIN_TOKEN, Daemon, start_daemon
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from test_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, _post_all, _token, _wait_applied
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+from test_page import ARTIFACTS, CSP_LISTENER, _post_all, _token
 
 from signals import replay
 
@@ -46,14 +46,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(daemon, clinician, device)
     finally:
         daemon.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def _signed_in(served: Served, browser: Browser) -> tuple[BrowserContext, Page, list[str]]:
@@ -128,11 +120,13 @@ def test_label_by_template_and_undo_the_whole_action(served: Served, browser: Br
     rows = labels_by_clinician()
     wanted = sorted([(w, first_truth) for w in first["window_ids"]] + [(w, second_truth) for w in second["window_ids"][1:]])
     assert [(r["window_id"], r["label"]) for r in rows] == wanted
-    model = _wait_applied(api, "ecg", TEMPLATE_PATIENT, rows[-1]["id"])
+    model = api.wait_applied("ecg", TEMPLATE_PATIENT, rows[-1]["id"])
     assert model["updates_applied"] == len(rows)
     with _db(served) as db:
-        updates = db.execute("SELECT label_ids, version_after FROM updates ORDER BY seq").fetchall()
-    assert [u["label_ids"] for u in updates] == [f"[{r['id']}]" for r in rows]
+        updates = db.execute(
+            "SELECT ul.label_id, u.version_after FROM updates u JOIN update_labels ul ON ul.update_id = u.id"
+            " ORDER BY u.id").fetchall()
+    assert [u["label_id"] for u in updates] == [r["id"] for r in rows]
     assert [u["version_after"] for u in updates] == list(range(1, len(rows) + 1))
     assert api.get(f"/v1/windows/{left_out}").json()["label"] is None
     done = api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}", params={"labeled": True}).json()["templates"]
@@ -150,7 +144,7 @@ def test_label_by_template_and_undo_the_whole_action(served: Served, browser: Br
     expect(root).to_have_attribute("data-applied", "3", timeout=20000)
     third_rows = labels_by_clinician(rows[-1]["id"])
     assert [r["window_id"] for r in third_rows] == third["window_ids"]
-    version = _wait_applied(api, "ecg", TEMPLATE_PATIENT, third_rows[-1]["id"])["version"]
+    version = api.wait_applied("ecg", TEMPLATE_PATIENT, third_rows[-1]["id"])["version"]
     page.keyboard.press("u")
     expect(root).to_have_attribute("data-actions", "2", timeout=30000)
     expect(page.locator("#last-action")).to_contain_text(f"Undo: v{version} → v{version + 1}")
@@ -234,7 +228,7 @@ def test_live_windows_versions_and_alarms_while_a_device_streams(served: Served,
               for w in posted[:20] if reference.label_at(w["offset_s"])]
     with served.daemon.client(served.clinician) as api:
         seq = api.post("/v1/labels", json={"labels": labels}).json()["update_seq"]
-        applied = _wait_applied(api, "ecg", LIVE_PATIENT, seq)
+        applied = api.wait_applied("ecg", LIVE_PATIENT, seq)
         alarms = api.get("/v1/alarms", params={"patient_id": LIVE_PATIENT}).json()["alarms"]
     assert applied["version"] == start_version + len(labels)
     expect(page.locator("#model-version")).to_have_attribute("data-version", str(applied["version"]), timeout=20000)
