@@ -93,3 +93,20 @@ def test_daemon_accepts_referential_segments_and_says_what_it_derived(daemon) ->
     assert bipolar.status_code == 201
     assert bipolar.json()["derived_channels"] == [] and bipolar.json()["missing_channels"] == []
     assert "T8-P8" in bipolar.json()["ignored_channels"]
+
+
+def test_replay_plays_a_seizure_free_run_as_background(daemon) -> None:
+    path = str(require(RUN))
+    summary = last_json(run_biofo("replay", path, "--url", daemon.url, "--token", ADMIN_TOKEN,
+                                  "--label-minutes", "0.5", "--json"))
+    assert summary["modality"] == "eeg" and summary["patient_id"] == "S001"
+    assert summary["windows"] == 30  # 61 s at 160 Hz; the resampler holds back the last half window
+    # Windows starting before 30 s are labelled, all background (no seizure in eegmmidb).
+    assert summary["labels"] == 15 and summary["updates"] == 15
+    rest = summary["rest"]
+    assert rest["seizure_windows"] == 0 and rest["background_windows"] == 15
+    assert rest["sensitivity"] is None and rest["fp_per_24h"] is not None
+    with daemon.client() as client:
+        model = client.get("/v1/models/eeg/S001").json()
+    assert model["updates_applied"] == 15
+    assert eegmmidb.subject_of(path) == "S001" and not eegmmidb.is_task_run(path)
