@@ -110,3 +110,13 @@ def test_replay_plays_a_seizure_free_run_as_background(daemon) -> None:
         model = client.get("/v1/models/eeg/S001").json()
     assert model["updates_applied"] == 15
     assert eegmmidb.subject_of(path) == "S001" and not eegmmidb.is_task_run(path)
+
+
+def test_readme_replay_of_a_task_run(daemon) -> None:
+    """The README's command: a motor task run, no labels; its alarms are in the summary."""
+    summary = last_json(run_biofo("replay", str(require("eeg-healthy/S003/S003R03.edf")),
+                                  "--url", daemon.url, "--token", ADMIN_TOKEN,
+                                  "--label-minutes", "0", "--json"))
+    assert summary["patient_id"] == "S003" and summary["labels"] == 0
+    assert summary["rest"]["background_windows"] == summary["windows"] == 62
+    assert summary["rest"]["fp_per_24h"] >= 0.0
