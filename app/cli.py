@@ -77,7 +77,9 @@ def _eval_eeg(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="MIT-BIH record (e.g. mitdb/208) or CHB-MIT EDF file")
+    parser.add_argument(
+        "path", help="MIT-BIH record (e.g. mitdb/208), CHB-MIT EDF file or eegmmidb run (S001R03.edf)"
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--token", required=True)
     parser.add_argument("--label-minutes", type=float, default=5.0)

@@ -16,13 +16,14 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from signals.ecg_features import EcgStream
 from signals.eeg_features import EegStream
+from signals.montage import Derivation
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Extracted:
     ignored_channels: list[str]
     missing_channels: list[str]
     state: dict[str, Any]  # the stream's state after this segment
+    derived_channels: list[Derivation] = field(default_factory=list)
 
 
 def extract(state: dict[str, Any] | None, segment: Segment) -> Extracted:
@@ -56,7 +58,10 @@ def extract(state: dict[str, Any] | None, segment: Segment) -> Extracted:
     eeg = EegStream.from_state(state) if state else EegStream()
     pushed = eeg.push(segment.samples, segment.fs, list(segment.channels), segment.start)
     windows = [(w.offset_s, w.samples, None, w.features) for w in pushed.windows]
-    return Extracted(windows, list(pushed.ignored_channels), list(pushed.missing_channels), eeg.state())
+    return Extracted(
+        windows, list(pushed.ignored_channels), list(pushed.missing_channels), eeg.state(),
+        list(pushed.derived_channels),
+    )
 
 
 def _exit_with(parent: int) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from app.energy import Meter
 from app.extraction import Extractor, Segment
 from app.registry import LiveModel, Registry
-from app.schemas import WindowOut, WindowsIn, WindowsOut
+from app.schemas import DerivedChannelOut, WindowOut, WindowsIn, WindowsOut
 from app.store import EnergyRecord, Store, WindowRecord
 from signals.ecg_features import MIN_FS as ECG_MIN_FS
 
@@ -153,6 +153,10 @@ class Ingestor:
             ],
             ignored_channels=extracted.ignored_channels,
             missing_channels=extracted.missing_channels,
+            derived_channels=[
+                DerivedChannelOut(channel=d.channel, plus=d.plus, minus=d.minus)
+                for d in extracted.derived_channels
+            ],
         ), True
 
     def _stored(self, live: LiveModel, body: WindowsIn) -> WindowsOut:

@@ -61,10 +61,11 @@ class Source:
 
 
 def open_source(path: str, patient_id: str | None, minutes: float | None) -> Source:
-    """A MIT-BIH record name or path (``208``, ``mitdb/208``) or a CHB-MIT EDF file."""
+    """A MIT-BIH record name or path (``208``, ``mitdb/208``), a CHB-MIT EDF file, or a
+    seizure-free eegmmidb run (``S001R03.edf``: referential channels at 160 Hz, all background)."""
     if path.lower().endswith(".edf"):
         edf = Path(path)
-        pid = patient_id or edf.name.split("_")[0]
+        pid = patient_id or sources.eeg_patient_of(edf)
         return Source("eeg", pid, sources.eeg_requests(edf, patient_id=pid, minutes=minutes),
                       sources.eeg_reference(edf))
     record = Path(path).name

@@ -108,10 +108,25 @@ class WindowOut(BaseModel):
     model_version: int
 
 
+class DerivedChannelOut(BaseModel):
+    """An EEG montage channel the daemon built from two referential channels: `plus` - `minus`."""
+
+    channel: str = Field(description="Canonical double-banana channel, e.g. FP1-F7")
+    plus: str = Field(description="Channel name as sent, e.g. 'Fp1.' or 'EEG FP1-REF'")
+    minus: str = Field(description="Channel name as sent, e.g. 'F7..' or 'EEG F7-REF'")
+
+
 class WindowsOut(BaseModel):
     windows: list[WindowOut]
-    ignored_channels: list[str] = Field(default_factory=list)
-    missing_channels: list[str] = Field(default_factory=list)
+    ignored_channels: list[str] = Field(
+        default_factory=list, description="EEG: channels sent that feed no montage channel")
+    missing_channels: list[str] = Field(
+        default_factory=list,
+        description="EEG: montage channels that could not be built from the channels sent "
+        "(neither the bipolar pair nor both electrodes on one reference); the model sees zeros")
+    derived_channels: list[DerivedChannelOut] = Field(
+        default_factory=list,
+        description="EEG: montage channels built by subtracting two referential channels")
 
 
 class LabelIn(Strict):

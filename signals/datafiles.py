@@ -45,6 +45,10 @@ def chbmit_dir() -> Path:
     return require("chbmit")
 
 
+def eeg_healthy_dir() -> Path:
+    return require("eeg-healthy")
+
+
 def read_checksums(sums_file: Path) -> dict[str, str]:
     """Parse a ``sha256sum``-style file (one or two spaces, optional ``*`` binary marker)."""
     sums: dict[str, str] = {}

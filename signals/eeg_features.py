@@ -39,7 +39,7 @@ import numpy as np
 from scipy import signal
 
 from signals import chbmit
-from signals.montage import CANONICAL_CHANNELS, map_channels
+from signals.montage import CANONICAL_CHANNELS, Derivation, map_channels
 
 EEG_FS = 256.0
 EEG_WINDOW_S = 2.0
@@ -252,7 +252,7 @@ class EegPush:
     # partial window and the stacking history were dropped and the grid restarts at its start.
     restarted: bool = False
     reversed_channels: list[str] = field(default_factory=list)
-    derived_channels: list[str] = field(default_factory=list)
+    derived_channels: list[Derivation] = field(default_factory=list)
 
 
 class EegStream:
@@ -326,7 +326,7 @@ class EegStream:
             missing_channels=list(mapping.missing),
             restarted=restarted,
             reversed_channels=list(mapping.reversed),
-            derived_channels=list(mapping.derived),
+            derived_channels=list(mapping.derivations()),
         )
 
     def _continue_or_restart(self, fs: float, start_s: float) -> bool:

@@ -8,7 +8,9 @@ Each canonical channel is taken, in order of preference, from:
 2. the reversed pair with its sign flipped (``P7-T7`` is exactly ``-(T7-P7)``: a bipolar
    derivation is a difference of two potentials, so reversing it is lossless);
 3. two referential channels on the same reference (``FP1-REF`` and ``F7-REF``, ``FP1`` and ``F7``,
-   ``FP1-CS2`` and ``F7-CS2``), subtracted.
+   ``FP1-CS2`` and ``F7-CS2``, ``FP1-A1`` and ``F7-A1``, eegmmidb's dot-padded ``Fp1.`` and
+   ``F7..``), subtracted: the reference cancels. Two electrodes on different references (``FP1-A1``
+   and ``FZ-A2``) are not subtracted, since the difference would keep ``A1 - A2`` in it.
 
 A canonical channel found nowhere is filled with zeros and reported in ``missing``. Every input
 channel that feeds no canonical channel (placeholders ``-`` and ``.``, ``--0``-style dummies,
@@ -40,7 +42,9 @@ _ELECTRODES = frozenset(
 # Old 10-20 names of the same positions, and the digit-for-letter typo found in CHB-MIT headers.
 _ALIASES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8", "01": "O1"}
 # Second halves that name a common reference rather than an electrode.
-_REFERENCES = frozenset({"REF", "CS2", "AVG", "AV", "LE", "AR", "A1A2", "M1M2"})
+_REFERENCES = frozenset(
+    {"REF", "CS2", "AVG", "AV", "LE", "AR", "A1A2", "M1M2", "A1", "A2", "M1", "M2"}
+)
 _MNE_DUPLICATE = re.compile(r"^(.+-.+)-\d+$")
 
 
@@ -56,7 +60,8 @@ def parse_channel(name: str) -> tuple[str, str] | None:
     text = name.strip().upper()
     if text.startswith("EEG "):
         text = text[4:]
-    text = re.sub(r"\s+", "", text)
+    # eegmmidb's EDF writer pads each label to four characters with dots ("T7..", "Fp1.").
+    text = re.sub(r"\s+", "", text).rstrip(".")
     duplicate = _MNE_DUPLICATE.match(text)
     if duplicate:
         text = duplicate.group(1)
@@ -76,6 +81,15 @@ def parse_channel(name: str) -> tuple[str, str] | None:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """A canonical channel built as the difference of two referential input channels."""
+
+    channel: str  # canonical name, e.g. "FP1-F7"
+    plus: str  # input channel names, as sent
+    minus: str
+
+
+@dataclass(frozen=True)
 class ChannelMap:
     """How to build each canonical channel from an input channel list.
 
@@ -88,6 +102,15 @@ class ChannelMap:
     missing: tuple[str, ...]
     reversed: tuple[str, ...]
     derived: tuple[str, ...]
+
+    def derivations(self) -> tuple[Derivation, ...]:
+        """Each derived canonical channel with the two input channels it was subtracted from."""
+        out = []
+        for canonical, terms in zip(CANONICAL_CHANNELS, self.terms):
+            if canonical in self.derived:
+                (plus, _), (minus, _) = terms
+                out.append(Derivation(canonical, self.channels[plus], self.channels[minus]))
+        return tuple(out)
 
     def apply(self, samples: np.ndarray) -> np.ndarray:
         """``(len(channels), n)`` -> ``(len(CANONICAL_CHANNELS), n)`` float64."""

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from signals import chbmit
+from signals import chbmit, eegmmidb
 from signals.aami import AAMI_CLASSES
 from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, window_class, window_ictal_fraction
 from signals.mitbih import read_record
@@ -137,21 +137,27 @@ def eeg_requests(
     patient_id: str | None = None,
     minutes: float | None = None,
 ) -> Iterator[dict]:
-    """``POST /v1/windows`` bodies for a CHB-MIT EDF file, in order.
+    """``POST /v1/windows`` bodies for a CHB-MIT or eegmmidb EDF file, in order.
 
-    Channel names are the EDF header's own (the duplicate ``T8-P8`` included), as a device
-    would send them; the daemon maps them onto the canonical montage."""
+    Channel names are the EDF header's own (CHB-MIT's duplicate ``T8-P8``, eegmmidb's
+    referential ``Fp1.``), at the file's own rate, as a device would send them; the daemon
+    maps them onto the canonical montage."""
     recording = chbmit.read_edf(edf_path)
     yield from segment_bodies(
         recording.samples_uv,
         recording.fs,
         recording.labels,
-        patient_id=patient_id or chbmit.patient_of(recording.path.name),
+        patient_id=patient_id or eeg_patient_of(recording.path),
         modality="eeg",
         units="uV",
         segment_s=segment_s,
         minutes=minutes,
     )
+
+
+def eeg_patient_of(edf_path: str | Path) -> str:
+    """``chbNN`` for a CHB-MIT file, the subject (``S001``) for an eegmmidb run."""
+    return eegmmidb.subject_of(edf_path) if eegmmidb.is_run(edf_path) else chbmit.patient_of(str(edf_path))
 
 
 @lru_cache(maxsize=64)
@@ -178,5 +184,13 @@ class EegReference:
         return eeg_window_label(self.edf_path, offset_s, self.window_s)
 
 
-def eeg_reference(edf_path: str | Path) -> EegReference:
-    return EegReference(edf_path)
+class SeizureFreeReference:
+    """A recording with no seizure in it (eegmmidb): every window is ``background``."""
+
+    def label_at(self, offset_s: float) -> str | None:
+        return EEG_CLASSES[0]
+
+
+def eeg_reference(edf_path: str | Path) -> ReferenceLabels:
+    """The window classes of an EEG file: its seizure intervals (CHB-MIT), or none (eegmmidb)."""
+    return SeizureFreeReference() if eegmmidb.is_run(edf_path) else EegReference(edf_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,9 +82,40 @@ def test_eval_eeg_one_patient(tmp_path: Path) -> None:
     assert result["patient"] == "chb02"
     assert result["seizures"] == 3 and 0 <= result["detected"] <= 3
     assert _fraction(result["window_sensitivity"]) and _fraction(result["postictal_specificity"])
-    assert result["fp_per_24h"] is None
+    # False alarms come from the staged seizure-free EEG (17 eegmmidb runs, about 31 minutes).
+    assert result["seizure_free_hours"] == pytest.approx(0.513, abs=0.01)
+    assert len(result["seizure_free"]["runs"]) == 17
+    assert result["fp_per_24h"] == pytest.approx(result["fp_per_hour"] * 24.0)
+    mine = result["patients"]["chb02"]["seizure_free"]
+    assert result["seizure_free"]["after_labels"]["false_alarms"] == mine["after_labels"]["false_alarms"]
+    for part in (mine["after_labels"], mine["base"], result["seizure_free"]["bundled_base"]):
+        assert part["hours"] == pytest.approx(result["seizure_free_hours"])
+        assert sum(part["runs_with_alarms"].values()) == part["false_alarms"] >= 0
+        assert part["windows"] == 915 and 0 <= part["alarm_windows"] <= 915
     latency = result["median_latency_s"]
     assert latency is None or latency >= 2.0  # a decision exists only at a window's end
+
+
+def test_seizure_free_run_streams_as_offline_and_alarms_are_szcore_events() -> None:
+    from bench import false_alarms
+    from signals.datafiles import require
+    from signals.eeg_features import edf_windows
+
+    path = require("eeg-healthy/S002/S002R03.edf")
+    run = false_alarms.stream_run(path)
+    assert run.name == "S002R03" and run.task and run.duration_s == 123.0
+    offline, _ = edf_windows(path)  # the daemon's 2 s segments give the whole file's features
+    assert np.array_equal(run.features, offline[: len(run.features)])
+    flags = np.zeros(len(run.features), dtype=bool)
+    assert false_alarms.count(run, flags) == 0
+    assert false_alarms.count(run, ~flags) == 1  # one event: shorter than the 300 s split
+    flags[[5, 35]] = True  # 60 s apart: merged (< 90 s)
+    assert false_alarms.count(run, flags) == 1
+    flags[[35, 55]] = [False, True]  # 100 s apart: two alarms
+    assert false_alarms.count(run, flags) == 2
+    result = false_alarms.summary([run], {run.name: flags})
+    assert result["runs_with_alarms"] == {"S002R03": 2} and result["alarm_windows"] == 2
+    assert result["fp_per_hour"] == pytest.approx(2 / (123.0 / 3600.0))
 
 
 def test_eeg_recording_scoring_on_a_real_crop() -> None:
