@@ -8,7 +8,10 @@ Rules (clinical definitions, not fitted to any record):
 
 A run is one alarm, however long: the row is keyed by the run's first window and extended while the
 run continues, across segments. Detection runs in the request that stored the windows, after they
-are committed; webhook delivery runs on its own thread and never holds up ingest.
+are committed, under the stream's lock, so only a stream's newest segment can have been stored
+without its check (a crash in between); ``recheck`` repeats that check at start-up, and a check
+repeated over windows already seen changes nothing. Webhook delivery runs on its own thread and
+never holds up ingest.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class AlarmDetector:
         new_ids = {w["id"] for w in windows}
         open_alarm = None
         if tail and tail[-1]["predicted"] == rule.cls:
-            open_alarm = self.store.alarm_ending_at(model.id, tail[-1]["id"])
+            open_alarm = self.store.alarm_containing(model.id, tail[-1]["id"])
         touched: list[int] = []
         run: list[dict] = []
         for window in [*tail, *windows]:
@@ -74,11 +77,16 @@ class AlarmDetector:
         if not added:
             return []
         if open_alarm is not None:
-            self.store.extend_alarm(open_alarm["id"], run[-1], added)
+            self.store.extend_alarm(open_alarm["id"], run[-1])
             return [open_alarm["id"]]
         if len(run) < rule.min_run:
             return []
-        return [self.store.raise_alarm(model, rule.kind, run[0], run[-1], len(run), self.webhooks)]
+        return [self.store.raise_alarm(model, rule.kind, run[0], run[-1], self.webhooks)]
+
+    def recheck(self, model: ModelRow) -> list[int]:
+        """Check the model's newest segment again (at start-up: a crash may have come between storing
+        it and checking it)."""
+        return self.observe(model, self.store.newest_segment_windows(model.id))
 
 
 def alarm_payload(row: dict) -> dict:

@@ -96,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
         worker = UpdateWorker(store, registry, newest, on_update)
         detector = AlarmDetector(store, settings.alarm_webhooks)
         notifier = WebhookNotifier(store, settings.alarm_retry_s, settings.alarm_max_attempts)
+        for live in registry.all():
+            detector.recheck(live.row)
 
         def on_stored(live: LiveModel, windows: list[dict]) -> None:
             hub.publish("windows", {"modality": live.row.modality, "patient_id": live.row.patient_id,

@@ -621,35 +621,59 @@ class Store:
         )
         return rows[::-1]
 
-    def alarm_ending_at(self, model_id: int, window_id: int) -> dict[str, Any] | None:
+    def newest_segment_windows(self, model_id: int) -> list[dict[str, Any]]:
+        """The windows of the model's newest segment, oldest first, with their predicted class."""
+        return self._query(
+            "SELECT w.id, w.offset_s, p.class AS predicted FROM windows w JOIN predictions p ON p.window_id = w.id"
+            " WHERE w.model_id = ? AND w.start = (SELECT start FROM windows WHERE model_id = ? ORDER BY id DESC LIMIT 1)"
+            " ORDER BY w.id",
+            (model_id, model_id),
+        )
+
+    def alarm_containing(self, model_id: int, window_id: int) -> dict[str, Any] | None:
         return self._one(
-            f"SELECT {self.ALARM_COLUMNS} FROM alarms WHERE model_id = ? AND last_window_id = ?", (model_id, window_id)
+            f"SELECT {self.ALARM_COLUMNS} FROM alarms WHERE model_id = ? AND first_window_id <= ?"
+            " AND last_window_id >= ?",
+            (model_id, window_id, window_id),
         )
 
     def raise_alarm(
-        self, model: ModelRow, kind: str, first: dict[str, Any], last: dict[str, Any], n_windows: int,
-        webhooks: Sequence[str],
+        self, model: ModelRow, kind: str, first: dict[str, Any], last: dict[str, Any], webhooks: Sequence[str],
     ) -> int:
-        """A new alarm and one pending delivery per webhook, in one transaction."""
+        """The alarm of the run from ``first`` to ``last`` and one pending delivery per webhook, in one
+        transaction. Raising the same run again (a check repeated after a restart) changes nothing but
+        its end."""
         with self.transaction() as conn:
-            cursor = conn.execute(
+            (alarm_id,) = conn.execute(
                 "INSERT INTO alarms (model_id, patient_id, modality, kind, first_window_id, last_window_id, n_windows,"
-                " start_s, end_s, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (model.id, model.patient_id, model.modality, kind, first["id"], last["id"], n_windows,
+                " start_s, end_s, raised_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)"
+                " ON CONFLICT (first_window_id) DO UPDATE SET last_window_id = excluded.last_window_id,"
+                " end_s = excluded.end_s RETURNING id",
+                (model.id, model.patient_id, model.modality, kind, first["id"], last["id"],
                  first["offset_s"], last["offset_s"], time.time()),
-            )
-            alarm_id = int(cursor.lastrowid)
+            ).fetchone()
+            self._count_run(conn, alarm_id)
             conn.executemany(
-                "INSERT INTO alarm_deliveries (alarm_id, url) VALUES (?, ?)", [(alarm_id, url) for url in webhooks]
+                "INSERT OR IGNORE INTO alarm_deliveries (alarm_id, url) VALUES (?, ?)",
+                [(alarm_id, url) for url in webhooks],
             )
-        return alarm_id
+        return int(alarm_id)
 
-    def extend_alarm(self, alarm_id: int, last: dict[str, Any], added: int) -> None:
+    def extend_alarm(self, alarm_id: int, last: dict[str, Any]) -> None:
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE alarms SET last_window_id = ?, end_s = ?, n_windows = n_windows + ? WHERE id = ?",
-                (last["id"], last["offset_s"], added, alarm_id),
-            )
+            conn.execute("UPDATE alarms SET last_window_id = ?, end_s = ? WHERE id = ? AND last_window_id <= ?",
+                         (last["id"], last["offset_s"], alarm_id, last["id"]))
+            self._count_run(conn, alarm_id)
+
+    @staticmethod
+    def _count_run(conn: sqlite3.Connection, alarm_id: int) -> None:
+        # A run is consecutive windows of one model, so it holds every window of that model between
+        # its ends; counted, not added up, so that repeating a check cannot count a window twice.
+        conn.execute(
+            "UPDATE alarms SET n_windows = (SELECT COUNT(*) FROM windows w WHERE w.model_id = alarms.model_id"
+            " AND w.id BETWEEN alarms.first_window_id AND alarms.last_window_id) WHERE id = ?",
+            (alarm_id,),
+        )
 
     def alarms(
         self, patient_id: str | None, modality: str | None, acknowledged: bool | None, limit: int, offset: int = 0

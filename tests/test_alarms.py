@@ -4,6 +4,8 @@ in a CHB-MIT crop, acknowledgement, and webhook delivery with retries on its own
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,6 @@ import pytest
 
 from app.client import free_port
 from conftest import Daemon, start_daemon
-
 from signals import replay
 from signals.datafiles import require
 
@@ -171,3 +172,38 @@ def test_a_seizure_crop_raises_a_seizure_alarm(served: Daemon) -> None:
     assert expected, "the base model detects this all-ictal crop"
     assert sorted((a["first_window_id"], a["n_windows"]) for a in alarms) == sorted((r[0], len(r)) for r in expected)
     assert {a["kind"] for a in alarms} == {"seizure"}
+
+
+def test_an_alarm_lost_in_a_crash_after_its_segment_was_stored_is_raised_at_restart(tmp_path) -> None:
+    """Windows commit before their alarm check: a kill -9 in between loses the check of that stream's
+    newest segment only, and the restarted daemon repeats it, without counting anything twice."""
+    daemon = start_daemon(tmp_path / "biofo.db", tmp_path / "daemon.log")
+    try:
+        with daemon.client() as client:
+            for body in replay.ecg_requests("203", patient_id=ECG_PATIENT, minutes=6.0):
+                ids = {w["id"] for w in client.post_segment(body)}
+                alarms = client.get("/v1/alarms", params={"patient_id": ECG_PATIENT}).json()["alarms"]
+                raised_here = [a for a in alarms if a["first_window_id"] in ids]
+                if raised_here:
+                    break
+        assert raised_here, "record 203 holds ventricular runs in its first 6 minutes"
+        before = sorted((a["first_window_id"], a["last_window_id"], a["n_windows"]) for a in alarms)
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+        # The crash came after the segment's windows committed and before its alarm was written.
+        with sqlite3.connect(daemon.db) as conn:
+            for alarm in raised_here:
+                conn.execute("DELETE FROM alarm_deliveries WHERE alarm_id = ?", (alarm["id"],))
+                conn.execute("DELETE FROM alarms WHERE id = ?", (alarm["id"],))
+        daemon.start()
+        with daemon.client() as client:
+            after = client.get("/v1/alarms", params={"patient_id": ECG_PATIENT}).json()["alarms"]
+        assert sorted((a["first_window_id"], a["last_window_id"], a["n_windows"]) for a in after) == before
+        # A second restart checks the same segment again and changes nothing.
+        assert daemon.stop() == 0
+        daemon.start()
+        with daemon.client() as client:
+            again = client.get("/v1/alarms", params={"patient_id": ECG_PATIENT}).json()["alarms"]
+        assert sorted((a["id"], a["first_window_id"], a["last_window_id"], a["n_windows"]) for a in again) == sorted(
+            (a["id"], a["first_window_id"], a["last_window_id"], a["n_windows"]) for a in after)
+    finally:
+        daemon.close()

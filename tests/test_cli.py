@@ -89,7 +89,8 @@ def _readme_commands() -> tuple[list[list[str]], list[list[str]]]:
     inline = [shlex.split(code) for code in re.findall(r"`(biofo [^`]*)`", text)]
     whole = [shlex.split(line) for line in block_lines if line.startswith("biofo ")]
     whole += [argv for argv in inline if any(word.startswith("-") for word in argv)]
-    named = [argv for argv in inline if not any(word.startswith("-") for word in argv)]
+    named = [[word for word in argv if word not in ("…", "...")] for argv in inline
+             if not any(word.startswith("-") for word in argv)]
     # "--dataset mitbih|chbmit" stands for one command per choice.
     expanded = [list(argv) for command in whole
                 for argv in itertools.product(*(word.split("|") for word in command))]
