@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from app.auth import requires
 from app.deps import IngestorDep, MetricsDep, RegistryDep, StoreDep, WorkerDep
-from app.ingest import SegmentRejected
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, UnknownCheckpoint
 from app.schemas import (
     PATIENT_ID,
@@ -44,7 +43,9 @@ from app.schemas import (
     WindowsIn,
     WindowsOut,
 )
+from app.modalities import MODALITIES
 from app.store import LabelRow, Store, Token
+from signals.errors import SegmentConflict, SegmentRejected
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
@@ -93,10 +94,10 @@ def post_windows(
     """
     try:
         out, created = ingestor.ingest(body)
+    except SegmentConflict as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=[
+            {"loc": ["body", error.field], "msg": str(error), "type": "conflict"}]) from error
     except SegmentRejected as error:
-        if error.field == "start":
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=[
-                {"loc": ["body", "start"], "msg": str(error), "type": "conflict"}]) from error
         raise _unprocessable([error.field], str(error)) from error
     if created:
         metrics.windows.labels(body.modality).inc(len(out.windows))
@@ -178,25 +179,17 @@ def get_window(window_id: RowId, token: Clinician, store: StoreDep) -> WindowDet
     labels = store.label_history(window_id)
     samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
     latest = next((label for label in reversed(labels) if not label["retracted"]), None)
-    from signals.ecg_features import ECG_FS
-    from signals.eeg_features import CANONICAL_CHANNELS, EEG_FS
-
+    modality = MODALITIES[row["modality"]]
     channels = json.loads(row["channels"])
-    if row["modality"] == "eeg":
-        sample_channels = list(CANONICAL_CHANNELS)
-    elif len(channels) == row["n_channels"]:
-        sample_channels = channels
-    else:
-        sample_channels = [f"lead {index + 1}" for index in range(row["n_channels"])]
 
     return WindowDetail(
         id=row["id"], patient_id=row["patient_id"], modality=row["modality"], offset_s=row["offset_s"],
         predicted=row["predicted"], probabilities=json.loads(row["probabilities"]), margin=row["margin"],
         model_version=row["model_version"], label=latest["label"] if latest else None,
         labeled_by=latest["labeled_by"] if latest else None, fs=row["fs"],
-        channels=channels, start=row["start"], sample_channels=sample_channels,
+        channels=channels, start=row["start"], sample_channels=modality.plot_channels(channels, row["n_channels"]),
         samples=np.round(samples.astype(np.float64), 5).tolist(), marker=row["marker"],
-        samples_fs=ECG_FS if row["modality"] == "ecg" else EEG_FS,
+        samples_fs=modality.plot_fs,
         labels=[LabelHistory(**{**label, "retracted": bool(label["retracted"])}) for label in labels],
     )
 

@@ -16,52 +16,11 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from signals.ecg_features import EcgStream
-from signals.eeg_features import EegStream
-from signals.montage import Derivation
+from app.modalities import Extracted, Segment, extract
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Segment:
-    modality: str
-    samples: np.ndarray  # (channels, n) in the extractor's units
-    fs: float
-    start: float
-    channels: tuple[str, ...]
-    r_peaks: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Extracted:
-    windows: list[tuple[float, np.ndarray, int | None, np.ndarray]]  # (offset_s, plot, R index, features)
-    ignored_channels: list[str]
-    missing_channels: list[str]
-    state: dict[str, Any]  # the stream's state after this segment
-    derived_channels: list[Derivation] = field(default_factory=list)
-
-
-def extract(state: dict[str, Any] | None, segment: Segment) -> Extracted:
-    """Continue a stream from ``state`` with one segment. Raises ValueError for a segment it cannot use."""
-    if segment.modality == "ecg":
-        stream = EcgStream.from_state(state) if state else EcgStream()
-        r_peaks = None if segment.r_peaks is None else np.asarray(segment.r_peaks, dtype=np.int64)
-        beats = stream.push(segment.samples, segment.fs, segment.start, r_peaks)
-        windows = [(b.offset_s, b.context, b.context_r_index, b.features) for b in beats]
-        return Extracted(windows, [], [], stream.state())
-    eeg = EegStream.from_state(state) if state else EegStream()
-    pushed = eeg.push(segment.samples, segment.fs, list(segment.channels), segment.start)
-    windows = [(w.offset_s, w.samples, None, w.features) for w in pushed.windows]
-    return Extracted(
-        windows, list(pushed.ignored_channels), list(pushed.missing_channels), eeg.state(),
-        list(pushed.derived_channels),
-    )
 
 
 def _exit_with(parent: int) -> None:

@@ -13,47 +13,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from app.energy import Meter
-from app.extraction import Extractor, Segment
+from app.extraction import Extractor
+from app.modalities import MODALITIES, Segment, Window
 from app.registry import LiveModel, Registry
 from app.schemas import DerivedChannelOut, WindowOut, WindowsIn, WindowsOut
 from app.store import EnergyRecord, Store, WindowRecord
-from signals.ecg_features import MIN_FS as ECG_MIN_FS
-
-# Physical units the feature extractors expect: millivolts for ECG, microvolts for EEG.
-UNIT_SCALE = {
-    "ecg": {"mV": 1.0, "uV": 1e-3, "V": 1e3},
-    "eeg": {"uV": 1.0, "mV": 1e3, "V": 1e6},
-}
-DEFAULT_UNITS = {"ecg": "mV", "eeg": "uV"}
-# Below this the 0.5-25 Hz bands the EEG features use are not all under Nyquist.
-EEG_MIN_FS = 64.0
-
-
-class SegmentRejected(ValueError):
-    """The segment is well-formed JSON but cannot be used; the message names the field and rule."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-T = TypeVar("T")
-
-
-def _checked(push: Callable[[], T]) -> T:
-    """Run a feature extractor; a segment it cannot use is the client's error, not the server's."""
-    try:
-        return push()
-    except ValueError as error:
-        message = str(error)
-        field = next((name for name in ("fs", "start", "channels", "r_peaks") if name in message), "samples")
-        raise SegmentRejected(field, message) from error
-
+from signals.errors import SegmentConflict, SegmentRejected
 
 @dataclass(frozen=True)
 class Limits:
@@ -92,13 +62,15 @@ class Ingestor:
             raise SegmentRejected(
                 "samples", f"segment lasts {n_samples / body.fs:.1f} s; the limit is {self.limits.max_segment_s} s"
             )
-        if body.modality == "ecg" and n_channels > 2:
-            raise SegmentRejected("channels", "ECG segments carry one or two leads")
-        lowest = ECG_MIN_FS if body.modality == "ecg" else EEG_MIN_FS
-        if body.fs < lowest:
-            raise SegmentRejected("fs", f"{body.modality.upper()} needs fs >= {lowest} Hz, got {body.fs}")
-        units = body.units or DEFAULT_UNITS[body.modality]
-        samples = np.asarray(body.samples, dtype=np.float64) * UNIT_SCALE[body.modality][units]
+        modality = MODALITIES[body.modality]
+        if modality.max_channels is not None and n_channels > modality.max_channels:
+            raise SegmentRejected(
+                "channels", f"{body.modality.upper()} segments carry at most {modality.max_channels} channels"
+            )
+        if body.fs < modality.min_fs:
+            raise SegmentRejected("fs", f"{body.modality.upper()} needs fs >= {modality.min_fs} Hz, got {body.fs}")
+        units = body.units or modality.default_units
+        samples = np.asarray(body.samples, dtype=np.float64) * modality.units[units]
         if not np.all(np.isfinite(samples)):
             raise SegmentRejected("samples", "samples must be finite numbers")
         return samples
@@ -120,7 +92,7 @@ class Ingestor:
                 if abs(body.start - timeline["last_start"]) < 1e-9 and abs(duration - timeline["last_duration"]) < 1e-9:
                     return self._stored(live, body), False
                 if body.start < timeline["next_start"] - 0.5 / body.fs:
-                    raise SegmentRejected(
+                    raise SegmentConflict(
                         "start",
                         f"start {body.start} s falls inside the last accepted segment of this stream, "
                         f"which ends at {timeline['next_start']} s; segments must move forward in time",
@@ -129,7 +101,13 @@ class Ingestor:
                 body.modality, samples, body.fs, body.start, tuple(body.channels),
                 None if body.r_peaks is None else tuple(body.r_peaks),
             )
-            extracted = _checked(lambda: self.extract(saved.get("extractor"), segment))
+            try:
+                extracted = self.extract(saved.get("extractor"), segment)
+            except SegmentRejected:
+                raise
+            except ValueError as error:
+                # Signal code that did not say which field it could not use: the samples were.
+                raise SegmentRejected("samples", str(error)) from error
             records, energy = self._predict(live, extracted.windows)
             state = {
                 "extractor": extracted.state,
@@ -168,12 +146,10 @@ class Ingestor:
             for row in rows
         ])
 
-    def _predict(
-        self, live: LiveModel, windows: list[tuple[float, np.ndarray, int | None, np.ndarray]]
-    ) -> tuple[list[WindowRecord], EnergyRecord | None]:
+    def _predict(self, live: LiveModel, windows: list[Window]) -> tuple[list[WindowRecord], EnergyRecord | None]:
         if not windows:
             return [], None
-        features = np.stack([np.asarray(w[3], dtype=np.float32) for w in windows])
+        features = np.stack([np.asarray(w.features, dtype=np.float32) for w in windows])
         with live.lock:
             started = time.perf_counter()
             with self.meter.measure() as measurement:
@@ -182,12 +158,13 @@ class Ingestor:
             version = live.learner.version
             classes = live.classes
         records = []
-        for (offset_s, plot, marker, feature), row in zip(windows, probabilities):
+        for window, row in zip(windows, probabilities):
             probs: dict[str, Any] = {name: round(float(p), 6) for name, p in zip(classes, row)}
             records.append(
                 WindowRecord(
-                    offset_s=float(offset_s), samples=np.asarray(plot, dtype=np.float32), marker=marker,
-                    features=feature, predicted=classes[int(np.argmax(row))], probabilities=probs,
+                    offset_s=float(window.offset_s), samples=np.asarray(window.plot, dtype=np.float32),
+                    marker=window.marker, features=window.features, predicted=classes[int(np.argmax(row))],
+                    probabilities=probs,
                     model_version=version, latency_ms=latency_ms,
                 )
             )

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.extraction import Segment, extract
-from app.ingest import DEFAULT_UNITS, UNIT_SCALE
+from app.modalities import MODALITIES, Segment, extract
 from signals import eegmmidb
 from signals.eeg_features import EEG_WINDOW_S
 from signals.replay import eeg_requests
@@ -39,12 +38,13 @@ def stream_run(path: Any) -> SeizureFreeRun:
     duration_s = 0.0
     for body in eeg_requests(path):
         samples = np.asarray(body["samples"], dtype=np.float64)
-        samples = samples * UNIT_SCALE["eeg"][body.get("units") or DEFAULT_UNITS["eeg"]]
+        eeg = MODALITIES["eeg"]
+        samples = samples * eeg.units[body.get("units") or eeg.default_units]
         out = extract(state, Segment("eeg", samples, body["fs"], body["start"], tuple(body["channels"])))
         if out.missing_channels:
             raise ValueError(f"{path}: could not derive {', '.join(out.missing_channels)}")
         state = out.state
-        features += [window[3] for window in out.windows]
+        features += [window.features for window in out.windows]
         duration_s += samples.shape[1] / body["fs"]
     return SeizureFreeRun(
         name=f"{eegmmidb.subject_of(path)}{eegmmidb.run_of(path)}",

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from signals.errors import SegmentConflict, SegmentRejected
 from signals.mitbih import read_record
 from signals.qrs import QrsTracker
 from signals.resample import StreamResampler, map_indices
@@ -161,11 +162,11 @@ class EcgStream:
         x = np.asarray(samples_mv, dtype=np.float64)
         fs = float(fs)
         if x.ndim != 2 or x.shape[0] < 1:
-            raise ValueError(f"samples must be (leads, n), got shape {x.shape}")
+            raise SegmentRejected("samples", f"samples must be (leads, n), got shape {x.shape}")
         if not np.all(np.isfinite(x)):
-            raise ValueError("samples must be finite numbers")
+            raise SegmentRejected("samples", "samples must be finite numbers")
         if not fs >= MIN_FS:
-            raise ValueError(f"fs must be at least {MIN_FS} Hz, got {fs}")
+            raise SegmentRejected("fs", f"fs must be at least {MIN_FS} Hz, got {fs}")
         # A single-lead device gets a flat second lead: its features are then all zero.
         x = np.vstack([x[:ECG_LEADS], np.zeros((ECG_LEADS - min(len(x), ECG_LEADS), x.shape[1]))])
         beats: list[EcgBeat] = []
@@ -174,8 +175,8 @@ class EcgStream:
         elif fs != self.fs or not self._continues(start_s):
             expected = self.run_origin_s + self.run_input / self.fs
             if fs == self.fs and start_s < expected - 0.5 / fs:
-                raise ValueError(
-                    f"segment starts at {start_s} s, before the previous one ended ({expected} s)"
+                raise SegmentConflict(
+                    "start", f"segment starts at {start_s} s, before the previous one ended ({expected} s)"
                 )
             beats += self.flush()
             self._start_run(fs, start_s)
@@ -217,10 +218,10 @@ class EcgStream:
             peaks = np.zeros(0, dtype=np.int64)
         else:
             if r_peaks.ndim != 1 or not np.all(np.equal(np.mod(r_peaks, 1), 0)):
-                raise ValueError("r_peaks must be a list of sample indices")
+                raise SegmentRejected("r_peaks", "r_peaks must be a list of sample indices")
             peaks = r_peaks.astype(np.int64)
             if peaks.min() < 0 or peaks.max() >= n or np.any(np.diff(peaks) <= 0):
-                raise ValueError(f"r_peaks must increase strictly and lie in [0, {n})")
+                raise SegmentRejected("r_peaks", f"r_peaks must increase strictly and lie in [0, {n})")
         last = self.pending[-1] if self.pending else self.prev_r
         for r in map_indices(peaks + first_input, self.fs, ECG_FS).tolist():
             if last is None or r > last:

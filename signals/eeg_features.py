@@ -4,7 +4,7 @@ One code path: ``window_table`` and ``edf_windows`` push whole files through ``E
 model trained offline sees exactly what the daemon computes from a device's segments.
 
 Stream pipeline, per push: channel names -> canonical montage (``signals.montage``) -> resample
-to 256 Hz (``scipy.signal.resample_poly``, only when the device's fs differs) -> append to the
+to 256 Hz (``signals.resample.StreamResampler``, only when the device's fs differs) -> append to the
 samples left over from earlier pushes -> cut consecutive, non-overlapping windows of
 ``window_s`` on a grid fixed at the stream's first sample -> features -> stacked with the
 previous windows' features.
@@ -31,7 +31,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +38,9 @@ import numpy as np
 from scipy import signal
 
 from signals import chbmit
+from signals.errors import SegmentConflict, SegmentRejected
 from signals.montage import CANONICAL_CHANNELS, Derivation, map_channels
+from signals.resample import StreamResampler
 
 EEG_FS = 256.0
 EEG_WINDOW_S = 2.0
@@ -151,75 +152,16 @@ def stack_features(
 # --- resampling -------------------------------------------------------------------------------
 
 
-def _rates(fs: float) -> tuple[int, int]:
-    """``(up, down)`` with ``EEG_FS / fs = up / down`` in lowest terms."""
+def _check_rate(fs: float) -> None:
+    """Refuse a rate the stream cannot resample to 256 Hz exactly, with a small ``up / down``."""
     if not (math.isfinite(fs) and fs > 0):
-        raise ValueError(f"fs must be a positive number, not {fs}")
+        raise SegmentRejected("fs", f"fs must be a positive number, not {fs}")
     exact = Fraction(fs).limit_denominator(1000)
     if abs(float(exact) - fs) > 1e-9 * fs:
-        raise ValueError(f"fs={fs} Hz is not a rational rate this stream can resample exactly")
+        raise SegmentRejected("fs", f"fs={fs} Hz is not a rational rate this stream can resample exactly")
     ratio = Fraction(int(EEG_FS)) / exact
     if max(ratio.numerator, ratio.denominator) > 2048:
-        raise ValueError(f"fs={fs} Hz needs a {ratio} resampling ratio; use a rounder rate")
-    return ratio.numerator, ratio.denominator
-
-
-@lru_cache(maxsize=16)
-def _lowpass(up: int, down: int) -> np.ndarray:
-    # resample_poly's own default design, spelled out so the half length is known here.
-    max_rate = max(up, down)
-    return signal.firwin(20 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
-
-
-class _Resampler:
-    """``resample_poly`` over a stream: each call runs it on the new samples plus just enough
-    earlier input to compute every output whose filter support is complete, so the outputs equal
-    those of one ``resample_poly`` call over the whole stream. The newest ``half_len / up`` input
-    samples (half the filter: 50 ms at 200 Hz, 40 ms at 500 Hz) wait for the next segment.
-    Buffers start at multiples of ``down`` so every call lands on the same output grid."""
-
-    def __init__(self, fs: float) -> None:
-        self.fs = fs
-        self.up, self.down = _rates(fs)
-        self.half_len = (len(_lowpass(self.up, self.down)) - 1) // 2
-        self.buffer = np.zeros((_N_CANON, 0))
-        self.buffer_start = 0  # absolute input index of buffer[:, 0]
-        self.next_output = 0  # absolute output index of the next sample to emit
-
-    def process(self, samples: np.ndarray) -> np.ndarray:
-        buffer = np.concatenate([self.buffer, samples], axis=1)
-        n = buffer.shape[1]
-        offset = self.buffer_start * self.up // self.down
-        first = self.next_output - offset
-        last = (n * self.up - self.half_len - 1) // self.down + 1
-        if last > first:
-            window = _lowpass(self.up, self.down)
-            out = signal.resample_poly(buffer, self.up, self.down, axis=1, window=window)
-            out = out[:, first:last]
-            self.next_output += last - first
-        else:
-            out = np.zeros((_N_CANON, 0))
-        needed = max(0, -(-(self.next_output * self.down - self.half_len) // self.up))
-        keep_from = max(self.buffer_start, needed // self.down * self.down)
-        self.buffer = buffer[:, keep_from - self.buffer_start :]
-        self.buffer_start = keep_from
-        return out
-
-    def state(self) -> dict[str, object]:
-        return {
-            "fs": self.fs,
-            "buffer": _encode(self.buffer),
-            "buffer_start": self.buffer_start,
-            "next_output": self.next_output,
-        }
-
-    @classmethod
-    def from_state(cls, data: dict) -> _Resampler:
-        resampler = cls(float(data["fs"]))
-        resampler.buffer = _decode(data["buffer"])
-        resampler.buffer_start = int(data["buffer_start"])
-        resampler.next_output = int(data["next_output"])
-        return resampler
+        raise SegmentRejected("fs", f"fs={fs} Hz needs a {ratio} resampling ratio; use a rounder rate")
 
 
 def _encode(array: np.ndarray) -> dict[str, object]:
@@ -272,7 +214,7 @@ class EegStream:
         self._fs = fs
         self._n_input = 0
         self._n_windows = 0
-        self._resampler = _Resampler(fs) if fs is not None and fs != EEG_FS else None
+        self._resampler = StreamResampler(fs, EEG_FS, _N_CANON) if fs is not None and fs != EEG_FS else None
         self._carry = np.zeros((_N_CANON, 0))
         self._history = np.zeros((0, self.config.window_dim))
 
@@ -285,22 +227,22 @@ class EegStream:
     ) -> EegPush:
         samples = np.asarray(samples_uv, dtype=np.float64)
         if samples.ndim != 2 or samples.shape[0] != len(channels):
-            raise ValueError(
-                f"samples must be (channels, n) with {len(channels)} channels, got {samples.shape}"
+            raise SegmentRejected(
+                "samples", f"samples must be (channels, n) with {len(channels)} channels, got {samples.shape}"
             )
         if not np.all(np.isfinite(samples)):
-            raise ValueError("samples contain NaN or infinite values")
+            raise SegmentRejected("samples", "samples contain NaN or infinite values")
         fs, start_s = float(fs), float(start_s)
         if not math.isfinite(start_s):
-            raise ValueError(f"start must be a finite number of seconds, not {start_s}")
-        _rates(fs)  # reject unusable rates before touching the state
+            raise SegmentRejected("start", f"start must be a finite number of seconds, not {start_s}")
+        _check_rate(fs)  # before touching the state
         restarted = self._continue_or_restart(fs, start_s)
 
         mapping = map_channels(list(channels))
         canonical = mapping.apply(samples)
         self._n_input += samples.shape[1]
         if self._resampler is not None:
-            canonical = self._resampler.process(canonical)
+            canonical = self._resampler.push(canonical)
         self._carry = np.concatenate([self._carry, canonical], axis=1)
 
         n = self.config.window_samples
@@ -337,8 +279,8 @@ class EegStream:
         expected = self._run_start_s + self._n_input / self._fs
         tolerance = 0.5 / max(fs, self._fs)
         if start_s < expected - tolerance:
-            raise ValueError(
-                f"segment starts at {start_s} s but the stream already has data up to {expected} s"
+            raise SegmentConflict(
+                "start", f"segment starts at {start_s} s but the stream already has data up to {expected} s"
             )
         if fs != self._fs or start_s > expected + tolerance:
             self._reset(start_s, fs)
@@ -348,7 +290,7 @@ class EegStream:
     def state(self) -> dict[str, object]:
         """JSON-able state; ``EegStream.from_state`` continues bit for bit."""
         return {
-            "version": 1,
+            "version": 2,
             "config": self.config.as_dict(),
             "run_start_s": self._run_start_s,
             "fs": self._fs,
@@ -361,7 +303,7 @@ class EegStream:
 
     @classmethod
     def from_state(cls, data: dict) -> EegStream:
-        if data.get("version") != 1:
+        if data.get("version") not in (1, 2):
             raise ValueError(f"unknown EEG stream state version {data.get('version')!r}")
         stream = cls(FeatureConfig.from_dict(dict(data["config"])))
         stream._run_start_s = data["run_start_s"]
@@ -369,7 +311,12 @@ class EegStream:
         stream._n_input = int(data["n_input"])
         stream._n_windows = int(data["n_windows"])
         resampler = data["resampler"]
-        stream._resampler = None if resampler is None else _Resampler.from_state(resampler)
+        if resampler is not None and data["version"] == 1:
+            # Version 1 kept the same buffer and output position under other names, base64-encoded.
+            resampler = {"fs_in": resampler["fs"], "fs_out": EEG_FS, "n_channels": _N_CANON,
+                         "buffer_start": resampler["buffer_start"], "buffer": _decode(resampler["buffer"]),
+                         "next_out": resampler["next_output"]}
+        stream._resampler = None if resampler is None else StreamResampler.from_state(resampler)
         stream._carry = _decode(data["carry"])
         stream._history = _decode(data["history"]).reshape(-1, stream.config.window_dim)
         return stream

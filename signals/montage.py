@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from signals.errors import SegmentRejected
+
 CANONICAL_CHANNELS: tuple[str, ...] = (
     "FP1-F7", "F7-T7", "T7-P7", "P7-O1",
     "FP1-F3", "F3-C3", "C3-P3", "P3-O1",
@@ -116,8 +118,8 @@ class ChannelMap:
         """``(len(channels), n)`` -> ``(len(CANONICAL_CHANNELS), n)`` float64."""
         samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim != 2 or samples.shape[0] != len(self.channels):
-            raise ValueError(
-                f"samples has shape {samples.shape}; expected ({len(self.channels)}, n) "
+            raise SegmentRejected(
+                "channels", f"samples has shape {samples.shape}; expected ({len(self.channels)}, n) "
                 "to match the channel names"
             )
         out = np.zeros((len(CANONICAL_CHANNELS), samples.shape[1]), dtype=np.float64)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.extraction import Extracted, Extractor, Segment, extract
+from app.extraction import Extractor
+from app.modalities import Extracted, Segment, extract
 from signals.datafiles import require
 from signals.replay import ecg_requests, eeg_requests
 from tests.conftest import start_daemon
@@ -38,9 +39,9 @@ def run(extractor: Extractor, stream: list[Segment]) -> list[Extracted]:
 def assert_same(a: list[Extracted], b: list[Extracted]) -> None:
     assert [e.state for e in a] == [e.state for e in b]
     for x, y in zip(a, b):
-        assert [w[0] for w in x.windows] == [w[0] for w in y.windows]
+        assert [w.offset_s for w in x.windows] == [w.offset_s for w in y.windows]
         for wx, wy in zip(x.windows, y.windows):
-            assert np.array_equal(wx[3], wy[3]) and np.array_equal(wx[1], wy[1])
+            assert np.array_equal(wx.features, wy.features) and np.array_equal(wx.plot, wy.plot)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_a_killed_worker_is_replaced_and_the_segment_extracted(pool: Extractor) 
     assert workers
     os.kill(workers[0].pid, signal.SIGKILL)
     workers[0].join(10)
-    assert [w[0] for w in pool(None, segment).windows] == [w[0] for w in expected.windows]
+    assert [w.offset_s for w in pool(None, segment).windows] == [w.offset_s for w in expected.windows]
 
 
 def children(pid: int) -> set[int]:
