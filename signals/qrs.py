@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 from sleepecg import detect_heartbeats
 
 from signals.filters import butter_sos, zero_phase_filter
@@ -81,7 +82,10 @@ def searchable(lead: np.ndarray) -> bool:
 
 
 def _amplitudes(band: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
-    return np.array([band[max(p - half, 0) : p + half + 1].max() for p in peaks.tolist()], dtype=np.float64)
+    """The largest value of ``band`` within ``half`` samples of each peak."""
+    if peaks.size == 0:
+        return np.zeros(0)
+    return maximum_filter1d(band, 2 * half + 1, mode="nearest")[peaks]
 
 
 def corrected_peaks(band: np.ndarray, raw: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
