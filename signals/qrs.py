@@ -31,11 +31,11 @@ Lead fusion (a flat, saturated or noisy lead must not cost beats):
   chunk (a clipped amplifier), is not searched; with one lead left, its beats are the answer;
 - each lead is turned so that its QRS complexes point the same way whatever the electrode order
   (``oriented``), and searched;
-- detections of the two leads within 100 ms of each other are one confirmed beat, placed where
-  the lead of higher weight has it. Each lead's weight is its SNR: the median band-passed
-  amplitude of its confirmed beats over the 95th percentile of its band-passed signal away from
-  them. A lead under ``MIN_SNR`` (noise alone scores about 0.8; real MIT-BIH leads 2.2 at their
-  1st percentile, 11.9 at the median) is left out and the other lead's beats are the answer;
+- detections of the two leads within 100 ms of each other are one confirmed beat (at the first
+  lead's position). Each lead's weight is its SNR: the median band-passed amplitude of its
+  confirmed beats over the 95th percentile of its band-passed signal away from them (noise alone
+  scores about 0.8; real MIT-BIH leads 2.2 at their 1st percentile, 11.9 at the median). With no
+  detection in common, the lead of higher SNR alone is the answer;
 - every candidate gets a score, the SNR-weighted mean over the leads of its band-passed amplitude
   relative to that lead's median confirmed beat (capped at ``SCORE_CAP``). Confirmed beats need
   ``CONFIRMED_SCORE``; beats only one lead found need ``ACCEPT_SCORE``, or ``NEAR_SCORE`` within
@@ -73,7 +73,6 @@ MATCH_WINDOW_S = 0.15  # EC57 beat-matching tolerance
 FLAT_MV = 0.01
 CLIPPED_FRACTION = 0.02
 PAIR_S = 0.10
-MIN_SNR = 1.5
 SCORE_CAP = 1.5
 ACCEPT_SCORE = 0.3
 CONFIRMED_SCORE = 0.1
@@ -167,12 +166,7 @@ def _fuse(
         confirmed[lead][pairs[:, lead]] = True
     scale = [float(np.median(amplitude[confirmed[lead]])) for lead, (_, amplitude) in enumerate(found)]
     weight = np.array([_snr(band[lead], found[lead][0][confirmed[lead]], scale[lead], fs) for lead in (0, 1)])
-    best = int(np.argmax(weight))
-    if weight.min() < MIN_SNR:
-        return found[best][0]
-    candidates = np.concatenate(
-        [np.sort(found[best][0][pairs[:, best]])] + [found[lead][0][~confirmed[lead]] for lead in (0, 1)]
-    )
+    candidates = np.concatenate([found[0][0][pairs[:, 0]]] + [found[lead][0][~confirmed[lead]] for lead in (0, 1)])
     confirmed_beats = candidates[: pairs.shape[0]]
     nearest = np.searchsorted(confirmed_beats, candidates)
     gap = np.minimum(

@@ -7,7 +7,7 @@ import pytest
 
 from signals.ecg_features import EcgStream
 from signals.mitbih import read_record
-from signals.qrs import detect_r_peaks, match_beats, match_pairs
+from signals.qrs import match_beats, match_pairs
 
 
 def test_matching_is_one_to_one_within_150_ms() -> None:
@@ -89,11 +89,3 @@ def test_an_inverted_lead_gives_the_same_beats(name: str) -> None:
         flipped[lead] = -flipped[lead]
         np.testing.assert_array_equal(_streamed(flipped, 360.0), upright)
 
-
-def test_a_lead_with_no_beats_leaves_the_other_leads_beats() -> None:
-    """Lead 0 carries only low-level noise (a detached electrode), lead 1 the real V1 of record 100."""
-    x = read_record("100").signal[:, 300 * 360 : 313 * 360].copy()
-    x[0] = 0.02 * np.random.default_rng(0).standard_normal(x.shape[1])
-    alone = detect_r_peaks(x[1:], 360.0)
-    assert alone.size >= 12
-    np.testing.assert_array_equal(detect_r_peaks(x, 360.0), alone)
