@@ -271,7 +271,7 @@ def _write(folder: Path, result: dict[str, Any]) -> None:
     ]
     report.write_outputs(folder, stem, "\n".join(lines), result)
     for family, names in FAMILIES.items():
-        fig, ax = plt.subplots(figsize=(7.0, 3.8))
+        fig, ax = plt.subplots(figsize=(7.0, 4.2))
         labels = ["clean", *names]
         width = 0.8 / len(keys)
         for k, key in enumerate(keys):
@@ -282,6 +282,6 @@ def _write(folder: Path, result: dict[str, Any]) -> None:
         ax.set_ylabel("%")
         ax.set_ylim(50, 100.5)
         ax.set_title(f"{family}: QRS and hybrid VEB / SVEB through the daemon's path", fontsize=10)
-        ax.legend(fontsize=7, ncol=3)
+        ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         ax.grid(alpha=0.3, axis="y")
         report.save_figure(fig, folder / f"{stem}-{family}.png")

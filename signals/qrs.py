@@ -7,11 +7,11 @@ MIT-BIH records streamed as 10 s segments through ``QrsTracker``, CPU time per s
 =====================================  =========  =========  =============
 detector                                Se (%)     +P (%)     ms / segment
 =====================================  =========  =========  =============
-wfdb ``gqrs`` + corrections, lead 0     99.81      99.86      20.0
+wfdb ``gqrs`` + corrections, lead 0     99.81      99.86      21.1
 sleepecg 0.6 C, lead 0, raw             99.26      98.26      0.24
 sleepecg 0.6 C + corrections, lead 0    99.45      98.97      1.0
 neurokit2 0.2.13 ``neurokit``, lead 0   98.72      98.08      1.7
-sleepecg 0.6 C, both leads fused        99.75      99.62      2.1
+sleepecg 0.6 C, both leads fused        99.75      99.62      2.4
 =====================================  =========  =========  =============
 
 The first and last rows are ``biofo bench qrs`` (one run, side by side); the others were measured
