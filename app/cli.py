@@ -61,6 +61,11 @@ def _bench_paper(parser: argparse.ArgumentParser) -> None:
     _out(parser)
 
 
+def _bench_robustness(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="two records, first 10 minutes")
+    _out(parser)
+
+
 def _eval_ecg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol", choices=["inter-patient", "patient-specific", "hybrid"], required=True
@@ -175,6 +180,8 @@ COMMANDS: tuple[Command, ...] = (
     Command(("bench", "templates"), "bench.template_workflow:run",
             "label the first minutes by beat template in Chromium vs one by one", _bench_templates),
     Command(("bench", "fuzz"), "bench.fuzz:run", "schemathesis on every operation, per role", _bench_fuzz),
+    Command(("bench", "robustness"), "bench.robustness:run",
+            "device variants (rates, leads, gain, noise) through the daemon's ingest path", _bench_robustness),
 )
 
 

@@ -1,10 +1,10 @@
 """Feature extraction of one segment, in worker processes.
 
-R-peak detection (wfdb's ``gqrs``, pure Python) costs about 60 ms of CPU per 10 s ECG segment while
-holding the GIL: run in the daemon's request threads it would put every device on one core. A
-stream's extractor state is plain JSON, so extracting a segment is a pure function of (state,
-segment) and runs in a pool of processes, one per core by default; the request thread waits for it
-without holding the GIL. ``workers=0`` extracts in the calling thread.
+Feature extraction (resampling, R-peak detection on both leads, beat windows; EEG band powers) runs
+numpy and Python code that holds the GIL for part of its time: run in the daemon's request threads it
+would put every device on one core. A stream's extractor state is plain JSON, so extracting a segment
+is a pure function of (state, segment) and runs in a pool of processes, one per core by default; the
+request thread waits for it without holding the GIL. ``workers=0`` extracts in the calling thread.
 """
 
 from __future__ import annotations

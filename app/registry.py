@@ -1,9 +1,11 @@
 """Live per-patient models: fork from a base, learn from labels in order, checkpoint, restore.
 
 Durability invariant: a model's state is its newest checkpoint plus the replay, in acceptance order,
-of every label of that model accepted after the checkpoint (``applied_seq``). Replay learns from the
-features stored with each window, so a restart after ``kill -9`` reproduces the weights of a run
-that never crashed, bit for bit.
+of every label of that model accepted after the checkpoint (``applied_seq``). Every label, live or
+replayed, is learned by the one adaptation policy (``models.adaptation.PATIENT_POLICY``: the label's
+update plus rehearsal of the patient's earlier labels drawn from a generator seeded by the label's
+sequence number) from the features stored with the windows, so a restart after ``kill -9``
+reproduces the weights of a run that never crashed, bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from app.energy import Meter
 from app.engine import Engine, load_learner
 from app.prequential import PrequentialTally
 from app.store import EnergyRecord, LabelRow, ModelRow, NewCheckpoint, Store
+from models.adaptation import PATIENT_POLICY, Adapted, Rehearsal
 
 log = logging.getLogger("biofo.registry")
 
@@ -84,9 +87,11 @@ class AppliedUpdate:
 
 class Registry:
     def __init__(
-        self, store: Store, bases: dict[str, BaseModel], meter: Meter, checkpoint_every: int, engine: str
+        self, store: Store, bases: dict[str, BaseModel], meter: Meter, checkpoint_every: int, engine: str,
+        policy: Rehearsal = PATIENT_POLICY,
     ):
         self.store = store
+        self.policy = policy
         self.bases = bases
         self.meter = meter
         self.checkpoint_every = checkpoint_every
@@ -125,8 +130,7 @@ class Registry:
             if model_id is not None:
                 return self._models[model_id]
             base = self.bases[modality]
-            learner = load_learner(base.checkpoint, self.engine)
-            learner.version = 0
+            learner = fork(base.checkpoint, self.engine)
             row = self.store.create_model(
                 modality, patient_id, base.name, base.rule, learner.dumps(), learner.version
             )
@@ -198,11 +202,22 @@ class Registry:
         x = self.store.features(label.window_id)[None, :]
         return x, np.array([classes.index(label.label)], dtype=np.int64)
 
+    def _adapt(
+        self, learner: Engine, label: LabelRow, classes: tuple[str, ...], retracting: frozenset[int] = frozenset()
+    ) -> Adapted:
+        """The policy's updates for one label: its own, then rehearsal of the patient's earlier labels
+        (without ``retracting``, the labels an undo is rebuilding the model without)."""
+        x, y = self._example(label, classes)
+        history = [h for h in self.store.labels_before(label.model_id, label.id) if h.id not in retracting]
+        return self.policy.learn(
+            learner, x, y, label.id, [classes.index(h.label) for h in history],
+            lambda picks: self.store.features_of([history[p].window_id for p in picks]),
+        )
+
     def _learn(self, live: LiveModel, label: LabelRow, record: bool) -> AppliedUpdate:
-        x, y = self._example(label, live.classes)
         before = live.learner.version
         with self.meter.measure() as measurement:
-            stats = live.learner.learn(x, y)
+            stats = self._adapt(live.learner, label, live.classes)
         live.applied_seq = label.id
         live.updates_since_checkpoint += 1
         energy = EnergyRecord(
@@ -285,7 +300,7 @@ class Registry:
         retraction rows: the worker and every replay skip retracted labels.
         """
         live = self.by_id(labels[0].model_id)
-        undone = {label.id for label in labels}
+        undone = frozenset(label.id for label in labels)
         with live.lock:
             for label in labels:
                 if self.store.is_retracted(label.id):
@@ -307,7 +322,7 @@ class Registry:
             ]
             with self.meter.measure() as measurement:
                 for later in replay:
-                    learner.learn(*self._example(later, live.classes))
+                    self._adapt(learner, later, live.classes, retracting=undone)
             learner.version = before + 1
             energy = EnergyRecord(
                 phase="update", model_id=live.row.id, n=len(replay), duration_s=measurement.duration_s,
@@ -360,3 +375,10 @@ class Registry:
             if is_rollback:
                 raise PredatesRollback(label_id, meta)
         raise RuntimeError(f"model {live.row.modality}/{live.row.patient_id} has no checkpoint to rebuild from")
+
+
+def fork(blob: bytes, engine: str) -> Engine:
+    """A new patient's model: the base loaded afresh, at version 0."""
+    learner = load_learner(blob, engine)
+    learner.version = 0
+    return learner

@@ -385,6 +385,24 @@ class Store:
         )
         return [LabelRow(**row) for row in rows]
 
+    def labels_before(self, model_id: int, label_id: int) -> list[LabelRow]:
+        """The model's labels accepted before ``label_id``, not retracted, the latest per window as of
+        ``label_id`` (a window relabelled later, or by ``label_id`` itself, keeps only its newest
+        label), oldest first: what rehearsal may draw from when that label is learned."""
+        rows = self._query(
+            "SELECT l.id, l.window_id, l.model_id, l.label, l.labeled_by, l.at FROM labels l"
+            " WHERE l.model_id = ? AND l.id < ? AND l.id NOT IN (SELECT label_id FROM retractions)"
+            " AND NOT EXISTS (SELECT 1 FROM labels m WHERE m.window_id = l.window_id AND m.id > l.id"
+            " AND m.id <= ? AND m.id NOT IN (SELECT label_id FROM retractions))"
+            " ORDER BY l.id",
+            (model_id, label_id, label_id),
+        )
+        return [LabelRow(**row) for row in rows]
+
+    def features_of(self, window_ids: Sequence[int]) -> np.ndarray:
+        """Stored features of several windows, in the order given (k, d)."""
+        return np.stack([self.features(window_id) for window_id in window_ids])
+
     def newest_label_seq(self, model_id: int | None = None) -> int:
         """The id of the newest label accepted (for one model, or for all), 0 if none."""
         if model_id is None:

@@ -22,12 +22,10 @@ published tables do. The label-efficiency curve scores the same rest-of-record b
 first 0, 10, 30, 100 and 300 labels of each record (fewer when its first 5 minutes hold fewer
 beats).
 
-What a fork does with the labels is ``ADAPTATION``, all of it single-beat updates the daemon can
-run at the bedside from the labels it stores for the patient anyway: ``replay`` extra updates per
-new label on beats drawn class-balanced from the labels so far, and, once the labelled period
-ends, ``passes`` more rounds over all its labels in shuffled order. The default (no replay, two
-passes) is what met the hybrid targets; one plain pass misses VEB Se (measured numbers in the
-results Markdown).
+What a fork does with the labels is the daemon's own adaptation policy,
+``models.adaptation.PATIENT_POLICY`` (one update per label plus class-balanced rehearsal of the
+record's earlier labels), called the same way the daemon's ``Registry`` calls it; the fork is the
+daemon's ``app.registry.fork``. Nothing here learns in a way the daemon does not.
 """
 
 from __future__ import annotations
@@ -40,8 +38,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from app.engine import Engine
+from app.registry import fork
 from bench import datasets, report
-from bench.training import balanced_batches, consolidate, fork, single_thread
+from bench.training import balanced_batches, single_thread, with_rule
+from models.adaptation import PATIENT_POLICY
 from models.learner import Learner
 from signals.aami import AAMI_CLASSES
 from signals.mitbih import DS2, NON_PACED, PATIENT_WINDOW_S
@@ -56,16 +57,6 @@ ANCHORS = {
     "hybrid": "DS1 global + first 5 min of each DS2 record, fine-tuned MLP: macro-F1 0.869",
 }
 HYBRID_TARGETS = {"VEB": (0.96, 0.95), "SVEB": (0.80, 0.75)}
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    replay: int = 0  # extra class-balanced replayed labels per new label
-    passes: int = 0  # extra passes over all labels (shuffled, batch 1) after the last one
-    seed: int = 0
-
-
-ADAPTATION = Adaptation(passes=2)
 
 
 @dataclass(frozen=True)
@@ -120,35 +111,19 @@ def common_set_base() -> bytes:
     return checkpoint.dumps(learner)
 
 
-def predict(learner: Learner, X: np.ndarray) -> np.ndarray:
+def predict(learner: Engine | Learner, X: np.ndarray) -> np.ndarray:
     return np.argmax(learner.predict(X), axis=1) if len(X) else np.zeros(0, dtype=np.int64)
 
 
-def adapt(
-    learner: Learner, X: np.ndarray, y: np.ndarray, X_test: np.ndarray,
-    adaptation: Adaptation,
-) -> dict[int, np.ndarray]:
-    """Learn the labelled beats one at a time, then consolidate; predictions on the test beats
-    as they would be had labelling stopped after each count in ``LABEL_COUNTS`` (a copy of the
-    model consolidates on the labels up to there) and after the last label."""
-    from models import checkpoint
-
-    rng = np.random.default_rng(adaptation.seed)
+def adapt(learner: Engine | Learner, X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> dict[int, np.ndarray]:
+    """Learn the labelled beats one at a time, in order, by the daemon's policy (a label's sequence
+    number is its position in the record, from 1); predictions on the test beats after each count
+    in ``LABEL_COUNTS`` and after the last label."""
     snapshots = {0: predict(learner, X_test)}
-    seen: dict[int, list[int]] = {}
     for i in range(len(y)):
-        learner.learn(X[i : i + 1], y[i : i + 1])
-        seen.setdefault(int(y[i]), []).append(i)
-        classes = list(seen)
-        for _ in range(adaptation.replay):
-            pool = seen[classes[rng.integers(len(classes))]]
-            j = pool[rng.integers(len(pool))]
-            learner.learn(X[j : j + 1], y[j : j + 1])
-        if i + 1 in LABEL_COUNTS and i + 1 < len(y):
-            stopped = checkpoint.loads(checkpoint.dumps(learner))
-            consolidate(stopped, X[: i + 1], y[: i + 1], adaptation.passes, adaptation.seed)
-            snapshots[i + 1] = predict(stopped, X_test)
-    consolidate(learner, X, y, adaptation.passes, adaptation.seed)
+        PATIENT_POLICY.learn(learner, X[i : i + 1], y[i : i + 1], i + 1, y[:i], lambda picks: X[picks])
+        if i + 1 in LABEL_COUNTS:
+            snapshots[i + 1] = predict(learner, X_test)
     snapshots[len(y)] = predict(learner, X_test)
     return snapshots
 
@@ -183,16 +158,16 @@ def run(
     labels_used = 0
     for name in tqdm(names, desc=f"eval ecg {protocol}", disable=not progress):
         table = datasets.beats(name)
-        learner = fork(blob, rule)
+        learner = fork(blob, "torch")
+        if rule != learner.rule:
+            learner = with_rule(blob, rule)
         if protocol == "inter-patient":
             labelled = np.zeros(len(table.y), dtype=bool)
             scored = np.ones(len(table.y), dtype=bool)
         else:
             labelled = table.time_s < PATIENT_WINDOW_S
             scored = ~labelled
-        snapshots = adapt(
-            learner, table.X[labelled], table.y[labelled], table.X[scored], ADAPTATION
-        )
+        snapshots = adapt(learner, table.X[labelled], table.y[labelled], table.X[scored])
         labels_used += int(labelled.sum())
         y_test = table.y[scored]
         final = classification.confusion(y_test, snapshots[int(labelled.sum())], len(AAMI_CLASSES))
@@ -215,7 +190,7 @@ def run(
         "label_curve": (
             {str(n): _ec57(m) for n, m in curve.items()} if protocol != "inter-patient" else {}
         ),
-        "adaptation": asdict(ADAPTATION),
+        "adaptation": {"policy": type(PATIENT_POLICY).__name__, **asdict(PATIENT_POLICY)},
         "anchor": ANCHORS[protocol],
         "per_record": per_record,
         "beat_positions": "reference R peaks",
@@ -257,9 +232,9 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         f"Records ({len(result['records'])}): {', '.join(result['records'])}. Beats at the "
         f"reference R peaks; {result['beats_scored']} beats scored; " + (
-            f"{result['labels']} labels used (one update each, batch 1, plus "
-            f"{result['adaptation']['replay']} replayed labels per label, then "
-            f"{result['adaptation']['passes']} shuffled rounds over them)"
+            f"{result['labels']} labels used, learned by the daemon's policy "
+            f"{result['adaptation']['policy']} (one update each, batch 1, plus "
+            f"{result['adaptation']['rehearse']} class-balanced rehearsal updates on earlier labels)"
             if result["labels"] else "no labels used"
         ) + f". Anchor: {result['anchor']}. Wall time: {result['run_s']:.0f} s.",
         "",

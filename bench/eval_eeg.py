@@ -7,7 +7,8 @@ For each patient P:
 2. leave-one-seizure-out: for each seizure s of P, a fork of that base learns the windows of P's
    other seizures (their ictal crop, then the crop 60 s later), one label at a time (batch 1),
    as a clinician would label them in the daemon, then two more shuffled rounds over those
-   labels (``bench.training.consolidate``); then it scores s's two crops;
+   labels (``consolidate``, this benchmark's own extra passes: the daemon learns each label once,
+   by ``models.adaptation.PATIENT_POLICY``); then it scores s's two crops;
 3. post-processing, tuned on the training folds only: an alarm needs ``k`` consecutive windows
    with P(seizure) ≥ ``threshold``; (threshold, k) is chosen on the fork's prequential
    predictions of its training windows (each predicted before it was learned), maximising
@@ -41,8 +42,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from app.registry import fork
 from bench import datasets, false_alarms, report
-from bench.training import balanced_batches, consolidate, fork, single_thread
+from bench.training import balanced_batches, single_thread, with_rule
 from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, WindowTable
 from signals import classification
 
@@ -119,13 +121,27 @@ def _order(table: WindowTable, rows: np.ndarray) -> np.ndarray:
     return index[keys]
 
 
+def consolidate(learner: Any, X: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
+    """``passes`` more rounds over the labels so far, shuffled, one label per update."""
+    rng = np.random.default_rng(seed)
+    for _ in range(passes if len(y) else 0):
+        for j in rng.permutation(len(y)):
+            learner.learn(X[j : j + 1], y[j : j + 1])
+
+
+def base_fork(blob: bytes, rule: str) -> Any:
+    """A new patient's model as the daemon forks it; another rule keeps the base's weights."""
+    learner = fork(blob, "torch")
+    return learner if rule == learner.rule else with_rule(blob, rule)
+
+
 def adapted_fork(
     blob: bytes, rule: str, table: WindowTable, rows: np.ndarray
 ) -> tuple[Any, PostProcessing]:
     """A fork of the base that learned these windows one label at a time, then
     ``CONSOLIDATION_PASSES`` more rounds over them, and the post-processing tuned on its
     prequential predictions (each window predicted before it was learned)."""
-    learner = fork(blob, rule)
+    learner = base_fork(blob, rule)
     prequential = np.zeros(len(rows))
     for i, row in enumerate(rows):
         x, y = table.X[row : row + 1], table.y[row : row + 1]
@@ -236,7 +252,7 @@ def bundled_base_seizure_free(runs: list[false_alarms.SeizureFreeRun]) -> dict[s
     from app.base_models import load_bases
 
     base = load_bases()["eeg"]
-    return {"model": base.name, **seizure_free(fork(base.checkpoint, base.rule), PostProcessing(), runs)}
+    return {"model": base.name, **seizure_free(fork(base.checkpoint, "torch"), PostProcessing(), runs)}
 
 
 def _crop_keys(table: WindowTable, rows: np.ndarray) -> np.ndarray:
@@ -285,7 +301,7 @@ def run(
             "seizure_free": {
                 "after_labels": {**seizure_free(labelled, post, runs),
                                  "threshold": post.threshold, "consecutive": post.consecutive},
-                "base": seizure_free(fork(blob, rule), PostProcessing(), runs),
+                "base": seizure_free(base_fork(blob, rule), PostProcessing(), runs),
             },
             "per_seizure": found,
         }

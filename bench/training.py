@@ -12,8 +12,8 @@ Energy comes from ``app.energy.detect_meter()``. On a machine without a power se
 estimate (thread CPU seconds × watts); torch is then limited to one thread so that the thread's
 CPU time is all the work (``torch.set_num_threads(1)`` in ``single_thread``).
 
-``fork`` and ``consolidate`` are the daemon's per-patient path: a fresh copy of a base model that
-then learns one label per update, and extra shuffled rounds over the labels it has.
+``with_rule`` lets a benchmark compare another learning rule on a base's weights; the daemon's
+own per-patient path is ``app.registry.fork`` plus ``models.adaptation.PATIENT_POLICY``.
 """
 
 from __future__ import annotations
@@ -145,27 +145,15 @@ def train(
     return run
 
 
-def fork(blob: bytes, rule: str) -> Learner:
-    """The patient's model as the daemon makes it: the base, loaded afresh, version 0. Another
-    rule than the base's keeps the base's weights and input scaling and learns with that rule."""
+def with_rule(blob: bytes, rule: str) -> Learner:
+    """A base's weights, input scaling and learning rate under another rule, at version 0."""
     from models import checkpoint
     from models.factory import build_learner
 
-    learner = checkpoint.loads(blob)
-    if rule != learner.rule.name:
-        spec = {**learner.spec, "rule": rule, "rule_options": {}}
-        other = build_learner(spec)
-        for name, tensor in learner.network.parameters().items():
-            other.network.parameters()[name].copy_(tensor)
-        other.optimizer.lr = learner.optimizer.lr
-        learner = other
-    learner.version = 0
-    return learner
-
-
-def consolidate(learner: Learner, X: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
-    """``passes`` more rounds over the labels so far, shuffled, one label per update."""
-    rng = np.random.default_rng(seed)
-    for _ in range(passes if len(y) else 0):
-        for j in rng.permutation(len(y)):
-            learner.learn(X[j : j + 1], y[j : j + 1])
+    base = checkpoint.loads(blob)
+    other = build_learner({**base.spec, "rule": rule, "rule_options": {}})
+    for name, tensor in base.network.parameters().items():
+        other.network.parameters()[name].copy_(tensor)
+    other.optimizer.lr = base.optimizer.lr
+    other.version = 0
+    return other

@@ -10,7 +10,7 @@ A beat's feature vector (``ECG_FEATURE_DIM`` = 85 with the default window) is, i
   previous/running mean. The ratios are what separates S beats from N across patients.
 
 ``EcgStream`` turns device segments into beats. It resamples to 360 Hz, takes R peaks from the
-device or detects them (``signals.qrs.QrsTracker``), and emits a beat once its next R peak and
+device or detects them on both leads (``signals.qrs.QrsTracker``), and emits a beat once its next R peak and
 1 s of signal after it have arrived: the last beat of a segment is held back and comes out with
 the next segment, so every emitted beat has its true next RR. A short tail of samples (enough for
 the held beats' windows and plotting context, and the detector's look-back) is part of
@@ -32,7 +32,7 @@ import numpy as np
 
 from signals.errors import SegmentConflict, SegmentRejected
 from signals.mitbih import read_record
-from signals.qrs import QrsTracker
+from signals.qrs import Detector, QrsTracker, detect_r_peaks
 from signals.resample import StreamResampler, map_indices
 
 ECG_FS = 360.0
@@ -115,15 +115,16 @@ class EcgBeat:
 class EcgStream:
     """One patient's ECG stream: segments in, beats with features out."""
 
-    def __init__(self, window: BeatWindow = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: BeatWindow = DEFAULT_WINDOW, detect: Detector = detect_r_peaks) -> None:
         self.window = window
+        self.detect = detect  # R-peak detector for segments without r_peaks (the bench swaps in its reference)
         self.fs: float | None = None
         self.run_origin_s = 0.0  # start time of the current gap-free run
         self.run_input = 0  # device samples received in this run
         self.resampler: StreamResampler | None = None
         self.buffer_start = 0  # run index (360 Hz) of buffer[:, 0]
         self.buffer = np.zeros((ECG_LEADS, 0))
-        self.tracker = QrsTracker(ECG_FS)
+        self.tracker = QrsTracker(ECG_FS, detect)
         self.pending: list[int] = []  # R peaks (run index) not yet emitted
         self.prev_r: int | None = None  # R of the last emitted beat of this run
         self.rr_recent: list[float] = []
@@ -152,7 +153,8 @@ class EcgStream:
     ) -> list[EcgBeat]:
         """Add one segment (leads, n) in mV; return the beats that became complete.
 
-        The first two leads are used (lead 0 for R-peak detection); a single lead is allowed.
+        The first two leads are used, both for R-peak detection (``signals.qrs`` fuses them); a
+        single lead is allowed.
 
         ``start_s`` is the segment's start in seconds since the stream began. A segment that
         starts later than where the previous one ended begins a new run (the held beats are
@@ -186,14 +188,14 @@ class EcgStream:
         if r_peaks is not None:
             self._add_given_peaks(np.asarray(r_peaks), x.shape[1], first_input)
         else:
-            self.pending += self.tracker.scan(self.buffer[0], self.buffer_start)
+            self.pending += self.tracker.scan(self.buffer, self.buffer_start)
         beats += self._emit(final=False)
         self._trim()
         return beats
 
     def flush(self) -> list[EcgBeat]:
         """Emit every held beat (the last one with next RR = previous RR)."""
-        self.pending += self.tracker.scan(self.buffer[0], self.buffer_start, final=True)
+        self.pending += self.tracker.scan(self.buffer, self.buffer_start, final=True)
         beats = self._emit(final=True)
         self._trim()
         return beats
@@ -209,7 +211,7 @@ class EcgStream:
         self.resampler = StreamResampler(fs, ECG_FS, ECG_LEADS)
         self.buffer_start = 0
         self.buffer = np.zeros((ECG_LEADS, 0))
-        self.tracker = QrsTracker(ECG_FS)
+        self.tracker = QrsTracker(ECG_FS, self.detect)
         self.pending = []
         self.prev_r = None
 

@@ -9,14 +9,24 @@ state between segments, so filtering a stream segment by segment gives the same 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfilt_zi, sosfiltfilt, sosfreqz
 
 
+@lru_cache(maxsize=64)
 def butter_sos(
     fs: float, low_hz: float | None = None, high_hz: float | None = None, order: int = 2
 ) -> np.ndarray:
-    """Band-pass (both edges), high-pass (low edge only) or low-pass (high edge only)."""
+    """Band-pass (both edges), high-pass (low edge only) or low-pass (high edge only).
+
+    Cached, so callers must not modify the array: streaming detection designs the same filter for
+    every segment. (scipy's filters need a writable array, so it is not marked read-only.)"""
+    return _design(fs, low_hz, high_hz, order)
+
+
+def _design(fs: float, low_hz: float | None, high_hz: float | None, order: int) -> np.ndarray:
     if low_hz is not None and high_hz is not None:
         return butter(order, [low_hz, high_hz], btype="bandpass", fs=fs, output="sos")
     if low_hz is not None:

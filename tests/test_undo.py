@@ -15,6 +15,7 @@ from app.engine import load_learner
 from app.registry import AlreadyRetracted, PredatesRollback, Registry
 from app.store import LabelRow, Store, WindowRecord
 from models import checkpoint
+from models.adaptation import PATIENT_POLICY
 from models.factory import build_learner
 from signals.chbmit import ictal_intervals, read_edf
 from signals.datafiles import require
@@ -65,10 +66,16 @@ def _label(store: Store, registry: Registry, window_id: int, label: str) -> Labe
 
 
 def _never_learned(base: BaseModel, store: Store, labels: list[LabelRow]) -> np.ndarray:
-    """Weights of a model that learned only ``labels``, in order, from the fork."""
+    """Weights of a model that learned only ``labels``, in order, from the fork, by the daemon's
+    adaptation policy: each label's rehearsal draws only from the labels kept before it."""
     learner = load_learner(base.checkpoint, "torch")
-    for label in labels:
-        learner.learn(store.features(label.window_id)[None, :], np.array([EEG_CLASSES.index(label.label)]))
+    for k, label in enumerate(labels):
+        earlier = labels[:k]
+        PATIENT_POLICY.learn(
+            learner, store.features(label.window_id)[None, :], np.array([EEG_CLASSES.index(label.label)]),
+            label.id, [EEG_CLASSES.index(e.label) for e in earlier],
+            lambda picks: store.features_of([earlier[p].window_id for p in picks]),
+        )
     return learner
 
 
