@@ -50,6 +50,7 @@ from app.modalities import Segment, extract  # noqa: E402
 from app.registry import fork  # noqa: E402
 from bench import eval_ecg, report  # noqa: E402
 from bench.training import single_thread  # noqa: E402
+from signals import classification  # noqa: E402
 from signals.aami import AAMI_CLASSES  # noqa: E402
 from signals.filters import butter_sos, zero_phase_filter  # noqa: E402
 from signals.mitbih import DS2, NON_PACED, PATIENT_WINDOW_S, read_record  # noqa: E402
@@ -179,12 +180,12 @@ def _record_run(name: str, variant: str, minutes: float | None, base: bytes | No
         labelled = beat_time < PATIENT_WINDOW_S
         learner = fork(base, "torch")
         snapshots = eval_ecg.adapt(learner, X[labelled], y[labelled], X[~labelled])
-        out["confusion"] = report.confusion(y[~labelled], snapshots[int(labelled.sum())], len(AAMI_CLASSES))
+        out["confusion"] = classification.confusion(y[~labelled], snapshots[int(labelled.sum())], len(AAMI_CLASSES))
     return out
 
 
 def _figures(qrs: BeatMatch, confusion: np.ndarray) -> dict[str, float | None]:
-    scores = report.scores_from_confusion(confusion, AAMI_CLASSES)["per_class"] if confusion.sum() else {}
+    scores = classification.scores_from_confusion(confusion, AAMI_CLASSES)["per_class"] if confusion.sum() else {}
 
     present = confusion.sum(axis=1)
 

@@ -86,12 +86,12 @@ def test_rehearsal_replays_bit_identically_after_a_restart(ecg_world) -> None:
     assert given[0].id not in store_ids(store.labels_before(live.row.id, given[-1].id + 1))
     assert len(rehearsed) == PATIENT_POLICY.rehearse * (len(given) - 1) > 0
     newest = registry.checkpoints(live)[0]  # the periodic one after the 28th label; 3 labels follow it
-    assert 0 < newest["label_seq"] < given[-1].id
+    assert 0 < newest["applied_seq"] < given[-1].id
     expected = _weights(live.learner)
 
     restarted = Registry(store, bases, meter, checkpoint_every=7, engine="torch")
     replayed = restarted.restore()
-    assert replayed == sum(1 for label in given if label.id > newest["label_seq"]) > 0
+    assert replayed == sum(1 for label in given if label.id > newest["applied_seq"]) > 0
     again = restarted.get("ecg", PATIENT).learner
     assert again.version == live.learner.version
     got = _weights(again)
