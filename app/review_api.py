@@ -117,7 +117,10 @@ def get_template(
         names = json.loads(row["channels"])
         if len(names) == samples.shape[0]:
             channels = names
-    mean = np.nanmean(np.stack(traces), axis=0)
+    stacked = np.stack(traces)
+    present = np.sum(~np.isnan(stacked), axis=0)
+    # A sample no member has (beats at the very start of the stream) stays a gap in the mean too.
+    mean = np.divide(np.nansum(stacked, axis=0), present, out=np.full(present.shape, np.nan), where=present > 0)
     return TemplateDetail(
         **summary.model_dump(), window_ids=open_ids, samples_fs=ECG_FS, pre_s=pre / ECG_FS, overlay_ids=picks,
         overlay=[_rounded(t) for t in traces], mean=_rounded(mean), sample_channels=channels,

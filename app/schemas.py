@@ -373,8 +373,11 @@ class TemplateDetail(TemplateOut):
     samples_fs: float
     pre_s: float = Field(description="Overlay traces start this long before R")
     overlay_ids: list[int] = Field(description="The members drawn in the overlay (at most 40, spread over the template)")
-    overlay: list[list[list[float]]] = Field(description="Per overlay member: leads x samples around R, mV")
-    mean: list[list[float]] = Field(description="Mean of the overlay traces, leads x samples")
+    overlay: list[list[list[float | None]]] = Field(
+        description="Per overlay member: leads x samples around R, mV; null where the beat has no sample "
+        "(a beat at the very start of the stream)")
+    mean: list[list[float | None]] = Field(
+        description="Mean of the overlay traces, leads x samples; null where no member has a sample")
     sample_channels: list[str]
 
 

@@ -172,6 +172,18 @@ def test_label_by_template_and_undo_the_whole_action(served: Served, browser: Br
     context.close()
 
 
+def test_every_template_answers_with_gaps_where_no_member_has_samples(served: Served) -> None:
+    """The stream's first beats have no samples before their R peak: their templates still answer,
+    with nulls in the overlay and the mean where no member has a sample."""
+    with served.daemon.client(served.clinician) as api:
+        templates = api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}").json()["templates"]
+        details = [api.get(f"/v1/templates/ecg/{TEMPLATE_PATIENT}/{t['index']}") for t in templates]
+    assert templates and all(d.status_code == 200 for d in details), [d.text[:200] for d in details]
+    means = [d.json()["mean"] for d in details]
+    assert all(len(mean) == 2 and len(mean[0]) == len(mean[1]) > 100 for mean in means)
+    assert all(isinstance(v, float) for mean in means for v in mean[0][len(mean[0]) // 2:])
+
+
 def test_rhythm_strip_pages_with_keys(served: Served, browser: Browser) -> None:
     context, page, problems = _signed_in(served, browser)
     page.goto(f"{served.daemon.url}/patients/ecg/{TEMPLATE_PATIENT}/strip?start=0")
