@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.modalities import MODALITIES
 from app.settings import Settings
 from app.store import Store
 from signals.ecg_features import ECG_FS
@@ -36,15 +37,16 @@ class ExportError(RuntimeError):
     """Nothing to export, said in one line."""
 
 
-def _open(db: str | None) -> Store:
-    return Store(Settings.from_env(db=db).db)
-
-
-def _model_id(store: Store, modality: str, patient: str) -> int:
-    model = store.model(modality, patient)
-    if model is None:
-        raise ExportError(f"no {modality.upper()} stream for patient '{patient}' in {store.path}")
-    return model.id
+def _stored(db: str | None, modality: str, patient: str) -> tuple[list[dict], list[dict]]:
+    """The patient's stored windows and labels of one modality."""
+    store = Store(Settings.from_env(db=db).db)
+    try:
+        model = store.model(modality, patient)
+        if model is None:
+            raise ExportError(f"no {modality.upper()} stream for patient '{patient}' in {store.path}")
+        return store.export_windows(model.id), store.export_labels(model.id)
+    finally:
+        store.close()
 
 
 def _samples(row: dict) -> np.ndarray:
@@ -56,22 +58,14 @@ def ecg_signal(rows: list[dict]) -> tuple[np.ndarray, list[str]]:
     pieces = [(row["offset_s"] - row["marker"] / ECG_FS, _samples(row)) for row in rows]
     end = max(start + samples.shape[1] / ECG_FS for start, samples in pieces)
     n_channels = pieces[0][1].shape[0]
-    names = json.loads(rows[0]["channels"])
-    if len(names) != n_channels:
-        names = [f"lead {k + 1}" for k in range(n_channels)]
+    names = MODALITIES["ecg"].plot_channels(json.loads(rows[0]["channels"]), n_channels)
     return stitch(pieces, ECG_FS, 0.0, end, n_channels).T, names
 
 
 def export_wfdb(patient: str, out: str, db: str | None = None, progress: bool = False) -> None:
     import wfdb
 
-    store = _open(db)
-    try:
-        model_id = _model_id(store, "ecg", patient)
-        rows = store.export_windows(model_id)
-        labels = store.export_labels(model_id)
-    finally:
-        store.close()
+    rows, labels = _stored(db, "ecg", patient)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     record = record_name(patient, "ecg")
@@ -126,13 +120,7 @@ def export_bids(patient: str, out: str, db: str | None = None, progress: bool = 
     import mne
     from mne_bids import BIDSPath, write_raw_bids
 
-    store = _open(db)
-    try:
-        model_id = _model_id(store, "eeg", patient)
-        rows = store.export_windows(model_id)
-        labels = store.export_labels(model_id)
-    finally:
-        store.close()
+    rows, labels = _stored(db, "eeg", patient)
     end = max(r["offset_s"] + r["n_samples"] / EEG_FS for r in rows)
     microvolts = stitch([(r["offset_s"], _samples(r)) for r in rows], EEG_FS, 0.0, end, len(CANONICAL_CHANNELS))
     missing = np.isnan(microvolts[0])
