@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from app.auth import requires
 from app.deps import IngestorDep, MetricsDep, RegistryDep, StoreDep, WorkerDep
-from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, UnknownCheckpoint
+from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, Registry, UnknownCheckpoint
 from app.schemas import (
     PATIENT_ID,
     ROW_ID_MAX,
@@ -140,7 +140,7 @@ def post_labels(
     label_ids = store.insert_labels(rows)
     for item in body.labels:
         window = windows[item.window_id]
-        registry.by_id(window["model_id"]).prequential.update(item.window_id, item.label, window["predicted"])
+        registry.note_label(window["model_id"], item.window_id, item.label, window["predicted"])
     metrics.labels.inc(len(label_ids))
     worker.notify()
     return LabelsOut(accepted=len(label_ids), update_seq=label_ids[-1], label_ids=label_ids)
@@ -255,23 +255,24 @@ def _live(registry: RegistryDep, modality: Modality, patient_id: str) -> LiveMod
 Live = Annotated[LiveModel, Depends(_live)]
 
 
-def model_summary(store: Store, live: LiveModel) -> ModelOut:
+def model_summary(store: Store, registry: Registry, live: LiveModel) -> ModelOut:
+    """What a model is and has learned; an evicted model is described without loading its weights."""
     return ModelOut(
-        modality=live.row.modality, patient_id=live.row.patient_id, version=live.learner.version,
-        rule=live.learner.rule, base=live.row.base, updates_applied=store.count_updates(live.row.id),
+        modality=live.row.modality, patient_id=live.row.patient_id, version=live.version,
+        rule=live.row.rule, base=live.row.base, updates_applied=store.count_updates(live.row.id),
         labels_pending=store.count_labels_after(live.row.id, live.applied_seq), applied_seq=live.applied_seq,
-        prequential=Prequential(**live.prequential.summary()),
+        prequential=Prequential(**registry.prequential_summary(live)),
     )
 
 
 @router.get("/models", response_model=ModelsOut)
 def list_models(token: Clinician, store: StoreDep, registry: RegistryDep) -> ModelsOut:
-    return ModelsOut(models=[model_summary(store, live) for live in registry.all()])
+    return ModelsOut(models=[model_summary(store, registry, live) for live in registry.all()])
 
 
 @router.get("/models/{modality}/{patient_id}", response_model=ModelOut, responses=error_responses(404))
-def get_model(token: Clinician, live: Live, store: StoreDep) -> ModelOut:
-    return model_summary(store, live)
+def get_model(token: Clinician, live: Live, store: StoreDep, registry: RegistryDep) -> ModelOut:
+    return model_summary(store, registry, live)
 
 
 @router.get("/models/{modality}/{patient_id}/prequential", response_model=TrendOut, responses=error_responses(404))
@@ -304,18 +305,18 @@ def rollback(token: Admin, live: Live, body: RollbackIn, store: StoreDep, regist
     except UnknownCheckpoint as error:
         versions = sorted({row["version"] for row in registry.checkpoints(live)})
         raise _unprocessable(["version"], f"no checkpoint holds version {body.version}; checkpointed versions: {versions}") from error
-    return model_summary(store, live)
+    return model_summary(store, registry, live)
 
 
 @router.get(
     "/models/{modality}/{patient_id}/onnx", response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The ONNX graph"}, **error_responses(404)},
 )
-def export_onnx(token: Clinician, live: Live) -> Response:
+def export_onnx(token: Clinician, live: Live, registry: RegistryDep) -> Response:
     """The current model's inference graph, for onnxruntime."""
-    with live.lock:
-        blob = live.learner.to_onnx()
-        version = live.learner.version
+    with registry.using(live) as learner:
+        blob = learner.to_onnx()
+        version = learner.version
     filename = f"biofo-{live.row.modality}-{live.row.patient_id}-v{version}.onnx"
     return Response(
         blob, media_type="application/octet-stream",

@@ -150,12 +150,12 @@ class Ingestor:
         if not windows:
             return [], None
         features = np.stack([np.asarray(w.features, dtype=np.float32) for w in windows])
-        with live.lock:
+        with self.registry.using(live) as learner:
             started = time.perf_counter()
             with self.meter.measure() as measurement:
-                probabilities = live.learner.predict(features)
+                probabilities = learner.predict(features)
             latency_ms = (time.perf_counter() - started) * 1000.0 / len(windows)
-            version = live.learner.version
+            version = learner.version
             classes = live.classes
         records = []
         for window, row in zip(windows, probabilities):

@@ -128,7 +128,7 @@ def patients(request: Request, user: User, store: StoreDep, registry: RegistryDe
     counts = store.window_counts()
     models = sorted(registry.all(), key=lambda live: (live.row.patient_id, live.row.modality))
     rows = [
-        {"model": model_summary(store, live),
+        {"model": model_summary(store, registry, live),
          "counts": counts.get(live.row.id, {"windows": 0, "labelled": 0, "retracted": 0})}
         for live in models
     ]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,16 +52,27 @@ class PredatesRollback(ValueError):
 
 @dataclass
 class LiveModel:
+    """A patient's model. Its weights (``learner``) and prequential tally are in memory while the model
+    is resident and ``None`` once it is evicted; the rest stays, so listing patients loads no weights.
+    ``learner`` is read and changed under ``lock`` only, through ``Registry.using`` or the registry."""
+
     row: ModelRow
-    learner: Engine
+    classes: tuple[str, ...]
+    learner: Engine | None
     applied_seq: int
-    prequential: PrequentialTally
+    prequential: PrequentialTally | None
+    saved_version: int  # the version of the newest checkpoint, what ``version`` is while evicted
     updates_since_checkpoint: int = 0
+    last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.learner.classes)
+    def resident(self) -> bool:
+        return self.learner is not None
+
+    @property
+    def version(self) -> int:
+        return self.learner.version if self.learner is not None else self.saved_version
 
 
 @dataclass(frozen=True)
@@ -86,9 +99,17 @@ class AppliedUpdate:
 
 
 class Registry:
+    """Every patient's model, the weights of at most ``max_resident`` of them in memory.
+
+    A model whose patient sent nothing for ``idle_s`` seconds, or the least recently used one when a
+    new model would exceed ``max_resident``, is evicted: a checkpoint is written if it learned since the
+    last one, and its weights and tally leave memory. Its next use loads it back by the durability
+    invariant (newest checkpoint + replay), so an evicted model comes back bit for bit.
+    """
+
     def __init__(
         self, store: Store, bases: dict[str, BaseModel], meter: Meter, checkpoint_every: int, engine: str,
-        policy: Rehearsal = PATIENT_POLICY,
+        policy: Rehearsal = PATIENT_POLICY, max_resident: int | None = None, idle_s: float | None = None,
     ):
         self.store = store
         self.policy = policy
@@ -96,10 +117,15 @@ class Registry:
         self.meter = meter
         self.checkpoint_every = checkpoint_every
         self.engine = engine
+        self.max_resident = max_resident
+        self.idle_s = idle_s
         self._models: dict[int, LiveModel] = {}
         self._keys: dict[tuple[str, str], int] = {}
+        self._classes: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self.writer = CheckpointWriter(store)
+        self.evictions = 0
+        self.loads = 0
 
     def close(self) -> None:
         """Write the periodic checkpoints still queued."""
@@ -134,32 +160,124 @@ class Registry:
             row = self.store.create_model(
                 modality, patient_id, base.name, base.rule, learner.dumps(), learner.version
             )
-            live = LiveModel(row=row, learner=learner, applied_seq=0,
-                             prequential=PrequentialTally(tuple(learner.classes)))
+            classes = tuple(learner.classes)
+            live = LiveModel(row=row, classes=classes, learner=learner, applied_seq=0,
+                             prequential=PrequentialTally(classes), saved_version=learner.version)
             self._register(live)
-            return live
+        self.make_room(keep=live)
+        return live
 
     def _register(self, live: LiveModel) -> None:
         self._models[live.row.id] = live
         self._keys[(live.row.modality, live.row.patient_id)] = live.row.id
 
+    def resident(self) -> list[LiveModel]:
+        with self._lock:
+            return [live for live in self._models.values() if live.resident]
+
+    @contextmanager
+    def using(self, live: LiveModel) -> Iterator[Engine]:
+        """The model's learner, loaded if it was evicted, held under the model's lock."""
+        with live.lock:
+            yield self._ensure_resident(live)
+        self.make_room(keep=live)
+
+    def _ensure_resident(self, live: LiveModel) -> Engine:
+        """The model's learner, loaded first if it was evicted (caller holds ``live.lock``)."""
+        live.last_used = time.monotonic()
+        if live.learner is None:
+            self._load(live)
+        assert live.learner is not None
+        return live.learner
+
+    def _load(self, live: LiveModel) -> int:
+        """Newest readable checkpoint + replay of the labels after it; returns how many were replayed."""
+        learner, applied_seq = self._load_newest_checkpoint(live.row)
+        live.learner, live.applied_seq, live.updates_since_checkpoint = learner, applied_seq, 0
+        live.prequential = self._tally(live.row, live.classes)
+        self.loads += 1
+        pending = self.store.labels_after(live.row.id, applied_seq)
+        for label in pending:
+            self._learn(live, label, record=not self.store.has_update_for(label.id))
+        return len(pending)
+
+    def _tally(self, row: ModelRow, classes: tuple[str, ...]) -> PrequentialTally:
+        tally = PrequentialTally(classes)
+        for pair in self.store.prequential(row.id):
+            tally.update(pair["window_id"], pair["label"], pair["predicted"])
+        return tally
+
+    def note_label(self, model_id: int, window_id: int, label: str, predicted: str) -> None:
+        """Count a new label in force in the model's prequential tally (an evicted model recounts on load)."""
+        tally = self.by_id(model_id).prequential
+        if tally is not None:
+            tally.update(window_id, label, predicted)
+
+    def prequential_summary(self, live: LiveModel) -> dict:
+        tally = live.prequential
+        return (tally if tally is not None else self._tally(live.row, live.classes)).summary()
+
+    # Eviction ----------------------------------------------------------------------------------
+
+    def make_room(self, keep: LiveModel | None = None) -> int:
+        """Evict least recently used models until at most ``max_resident`` are resident; returns how many."""
+        if self.max_resident is None:
+            return 0
+        with self._lock:
+            resident = [m for m in self._models.values() if m.resident]
+        excess = len(resident) - self.max_resident
+        if excess <= 0:
+            return 0
+        resident.sort(key=lambda m: m.last_used)
+        return sum(self._evict(live) for live in [m for m in resident if m is not keep][:excess])
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Evict every model not used for ``idle_s`` seconds; returns how many."""
+        if self.idle_s is None:
+            return 0
+        cutoff = (time.monotonic() if now is None else now) - self.idle_s
+        return sum(self._evict(live) for live in self.resident() if live.last_used < cutoff)
+
+    def _evict(self, live: LiveModel) -> bool:
+        """Drop a model's weights from memory after checkpointing what it learned; a model in use is kept."""
+        if not live.lock.acquire(blocking=False):
+            return False
+        try:
+            if live.learner is None:
+                return False
+            if live.updates_since_checkpoint:
+                self._checkpoint(live, "periodic", "evicted")
+            live.saved_version = live.learner.version
+            live.learner, live.prequential = None, None
+            self.evictions += 1
+            return True
+        finally:
+            live.lock.release()
+
     # Restore -----------------------------------------------------------------------------------
 
     def restore(self) -> int:
-        """Rebuild every model from its newest readable checkpoint plus the labels after it."""
+        """Register every stored model and load the ``max_resident`` most recently active ones (newest
+        readable checkpoint plus the labels after it); the others load on first use. Returns the number
+        of labels replayed."""
         replayed = 0
-        for row in self.store.models():
-            learner, applied_seq = self._load_newest_checkpoint(row)
-            tally = PrequentialTally(tuple(learner.classes))
-            for pair in self.store.prequential(row.id):
-                tally.update(pair["window_id"], pair["label"], pair["predicted"])
-            live = LiveModel(row=row, learner=learner, applied_seq=applied_seq, prequential=tally)
+        rows = self.store.models_by_activity()
+        for n, row in enumerate(rows):
+            newest = self.store.checkpoints(row.id)[0]
+            live = LiveModel(row=row, classes=self._base_classes(row.modality), learner=None,
+                             applied_seq=int(newest["applied_seq"]), prequential=None,
+                             saved_version=int(newest["version"]), last_used=-float(n))
             with self._lock:
                 self._register(live)
-            for label in self.store.labels_after(row.id, applied_seq):
-                self._learn(live, label, record=not self.store.has_update_for(label.id))
-                replayed += 1
+            if self.max_resident is None or n < self.max_resident:
+                with live.lock:
+                    replayed += self._load(live)
         return replayed
+
+    def _base_classes(self, modality: str) -> tuple[str, ...]:
+        if modality not in self._classes:
+            self._classes[modality] = tuple(fork(self.bases[modality].checkpoint, self.engine).classes)
+        return self._classes[modality]
 
     def _load_newest_checkpoint(self, row: ModelRow) -> tuple[Engine, int]:
         for meta in self.store.checkpoints(row.id):
@@ -186,16 +304,19 @@ class Registry:
 
     def apply(self, label: LabelRow) -> AppliedUpdate | None:
         """Apply one accepted label as one forward-only update; skip labels a rollback set aside and
-        labels retracted before they were learned."""
+        labels retracted before they were learned (and labels an evicted model learned as it loaded)."""
         live = self.by_id(label.model_id)
         with live.lock:
+            self._ensure_resident(live)
             if label.id <= live.applied_seq or self.store.is_retracted(label.id):
-                return None
-            update = self._learn(live, label, record=True)
-            if live.updates_since_checkpoint >= self.checkpoint_every:
-                self.writer.submit(live.row.id, self._snapshot(live, "periodic"))
-                live.updates_since_checkpoint = 0
-            return update
+                update = None
+            else:
+                update = self._learn(live, label, record=True)
+                if live.updates_since_checkpoint >= self.checkpoint_every:
+                    self.writer.submit(live.row.id, self._snapshot(live, "periodic"))
+                    live.updates_since_checkpoint = 0
+        self.make_room(keep=live)
+        return update
 
     def _example(self, label: LabelRow, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """The stored features of the label's window and the class index: what one update learns."""
@@ -215,6 +336,8 @@ class Registry:
         )
 
     def _learn(self, live: LiveModel, label: LabelRow, record: bool) -> AppliedUpdate:
+        """Learn one label on a resident model (caller holds ``live.lock``)."""
+        assert live.learner is not None
         before = live.learner.version
         with self.meter.measure() as measurement:
             stats = self._adapt(live.learner, label, live.classes)
@@ -242,6 +365,7 @@ class Registry:
 
     @staticmethod
     def _snapshot(live: LiveModel, kind: str, reason: str | None = None) -> NewCheckpoint:
+        assert live.learner is not None
         return NewCheckpoint(live.learner.version, live.applied_seq, kind, reason or kind, live.learner.dumps())
 
     def _checkpoint(self, live: LiveModel, kind: str, reason: str | None = None) -> int:
@@ -252,9 +376,9 @@ class Registry:
 
     def checkpoint_all(self, kind: str) -> int:
         written = 0
-        for live in self.all():
+        for live in self.resident():
             with live.lock:
-                if live.updates_since_checkpoint:
+                if live.learner is not None and live.updates_since_checkpoint:
                     self._checkpoint(live, kind)
                     written += 1
         return written
@@ -267,19 +391,20 @@ class Registry:
         restart does not learn them either.
         """
         with live.lock:
+            current = self._ensure_resident(live)
             target = next((c for c in self.checkpoints(live) if c["version"] == version), None)
             if target is None:
                 raise UnknownCheckpoint(version)
             newest_label = self.store.newest_label_seq(live.row.id)
             restored = load_learner(self.store.checkpoint_blob(target["id"]), self.engine)
-            restored.version = live.learner.version + 1
+            restored.version = current.version + 1
             live.learner = restored
             live.applied_seq = int(target["applied_seq"]) if replay_later_labels else int(newest_label)
             self._checkpoint(live, "rollback", f"rollback to {version}")
             if replay_later_labels:
                 for label in self.store.labels_after(live.row.id, live.applied_seq):
                     self._learn(live, label, record=True)
-            return live.learner.version
+            return restored.version
 
     # Retraction (undo) ---------------------------------------------------------------------------
 
@@ -302,11 +427,11 @@ class Registry:
         live = self.by_id(labels[0].model_id)
         undone = frozenset(label.id for label in labels)
         with live.lock:
+            before = self._ensure_resident(live).version
             for label in labels:
                 if self.store.is_retracted(label.id):
                     raise AlreadyRetracted(f"label {label.id} is already retracted")
             self.writer.flush()
-            before = live.learner.version
             learned = [label.id for label in labels if label.id <= live.applied_seq]
             if not learned:
                 rows = self.store.insert_retraction(
@@ -346,13 +471,15 @@ class Registry:
 
     def _follow_labels_in_force(self, live: LiveModel, retracted: Sequence[LabelRow]) -> None:
         """After a retraction each window's prequential pair follows its label in force, if any is left."""
+        tally = live.prequential
+        assert tally is not None
         windows = self.store.windows_by_id([label.window_id for label in retracted])
         for label in retracted:
             in_force = self.store.label_in_force(label.window_id)
             if in_force is None:
-                live.prequential.revert(label.window_id)
+                tally.revert(label.window_id)
             else:
-                live.prequential.update(label.window_id, in_force, windows[label.window_id]["predicted"])
+                tally.update(label.window_id, in_force, windows[label.window_id]["predicted"])
 
     def _rebuild_base(self, live: LiveModel, label_id: int) -> tuple[dict, Engine]:
         """The newest readable checkpoint that does not contain the label and that a replay may start from.

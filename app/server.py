@@ -75,7 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         if new_admin is not None and not settings.admin_token:
             print(f"biofo: first start; admin token (shown once): {new_admin}", file=sys.stderr, flush=True)
         meter = detect_meter(settings.energy)
-        registry = Registry(store, load_bases(), meter, settings.checkpoint_every, engine)
+        registry = Registry(store, load_bases(), meter, settings.checkpoint_every, engine,
+                            max_resident=settings.max_resident_models, idle_s=settings.model_idle_s)
         log.info("engine: %s", engine)
         replayed = registry.restore()
         if replayed:

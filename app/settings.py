@@ -25,6 +25,11 @@ class Settings:
     alarm_webhooks: tuple[str, ...] = ()  # URLs each new alarm is POSTed to
     alarm_retry_s: float = 2.0  # first retry delay of a failed webhook delivery; doubles each attempt
     alarm_max_attempts: int = 10
+    # Models in memory: at most this many (None: no bound), least recently used evicted first. A
+    # resident model costs about 3.6 MiB (ECG) / 1.2 MiB (EEG) with torch, 0.6 / 2.1 MiB with
+    # onnxruntime (measured on the bundled bases); jetson/README.md gives the Nano's setting.
+    max_resident_models: int | None = None
+    model_idle_s: float | None = 900.0  # a model unused this long is evicted (None: never)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -45,9 +50,9 @@ class Settings:
 def _parse(name: str, raw: str) -> object:
     if name == "db":
         return Path(raw)
-    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers", "alarm_max_attempts"}:
+    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers", "alarm_max_attempts", "max_resident_models"}:
         return int(raw)
-    if name in {"max_segment_s", "alarm_retry_s"}:
+    if name in {"max_segment_s", "alarm_retry_s", "model_idle_s"}:
         return float(raw)
     if name in {"cors_origins", "alarm_webhooks"}:
         return tuple(origin.strip() for origin in raw.split(",") if origin.strip())

@@ -228,6 +228,14 @@ class Store:
         rows = self._query("SELECT id, modality, patient_id, base, rule FROM models ORDER BY id")
         return [ModelRow(**row) for row in rows]
 
+    def models_by_activity(self) -> list[ModelRow]:
+        """Every model, the one whose stream moved most recently first (a model without a stream by its fork)."""
+        rows = self._query(
+            "SELECT m.id, m.modality, m.patient_id, m.base, m.rule FROM models m"
+            " LEFT JOIN streams s ON s.model_id = m.id ORDER BY COALESCE(s.updated_at, m.created_at) DESC, m.id DESC"
+        )
+        return [ModelRow(**row) for row in rows]
+
     def create_model(self, modality: str, patient_id: str, base: str, rule: str, checkpoint: bytes, version: int) -> ModelRow:
         """Fork a base model for a new patient: the model row and its first checkpoint together."""
         with self.transaction() as conn:

@@ -48,6 +48,13 @@ class UpdateWorker:
     def _next_labels(self) -> list[LabelRow]:
         return self.store.labels_from(self.applied_seq, limit=64)
 
+    def _evict_idle(self) -> None:
+        """With no label waiting, models unused for the idle time leave memory (checkpointed first)."""
+        try:
+            self.registry.evict_idle()
+        except StoreUnavailable as error:
+            log.error("cannot checkpoint an idle model before evicting it: %s", error)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
@@ -59,6 +66,7 @@ class UpdateWorker:
                     log.error("cannot read labels: %s", error)
                     break
                 if not batch:
+                    self._evict_idle()
                     break
                 for label in batch:
                     if self._stop.is_set():
