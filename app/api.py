@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from app.auth import requires
 from app.deps import IngestorDep, MetricsDep, RegistryDep, StoreDep, WorkerDep
+from app.modalities import MODALITIES
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, UnknownCheckpoint
 from app.schemas import (
     PATIENT_ID,
@@ -43,7 +44,6 @@ from app.schemas import (
     WindowsOut,
 )
 from app.segment_body import SegmentBody, openapi_request_body, segment_body
-from app.modalities import MODALITIES
 from app.store import LabelRow, Store, Token
 from signals.errors import SegmentConflict, SegmentRejected
 

@@ -41,10 +41,12 @@ class SegmentBody:
 
 
 def _invalid(prefix: tuple[str | int, ...], error: ValidationError) -> RequestValidationError:
-    return RequestValidationError([
-        {"loc": (*prefix, *item["loc"]), "msg": item["msg"], "type": item["type"]}
-        for item in error.errors(include_url=False)
-    ])
+    return RequestValidationError(
+        [
+            {"loc": (*prefix, *item["loc"]), "msg": item["msg"], "type": item["type"]}
+            for item in error.errors(include_url=False)
+        ]
+    )
 
 
 def _unprocessable(loc: tuple[str, ...], message: str) -> RequestValidationError:
@@ -57,10 +59,13 @@ def parse_json(raw: bytes) -> SegmentBody:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise RequestValidationError([{"loc": ("body", error.pos), "msg": "JSON decode error",
-                                       "type": "json_invalid"}]) from error
+        raise RequestValidationError(
+            [{"loc": ("body", error.pos), "msg": "JSON decode error", "type": "json_invalid"}]
+        ) from error
     except ValueError as error:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "There was an error parsing the body") from error
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "There was an error parsing the body"
+        ) from error
     try:
         body = WindowsIn.model_validate(data)
     except ValidationError as error:
@@ -72,8 +77,11 @@ def parse_binary(header: str | None, raw: bytes) -> SegmentBody:
     """A binary body and its ``X-Biofo-Segment`` header, as strict as the JSON body."""
     where = ("header", SEGMENT_HEADER.lower())
     if header is None:
-        raise _unprocessable(where, f"a {BINARY_SEGMENT_TYPE} segment needs its metadata as JSON "
-                                    f"in the {SEGMENT_HEADER} header")
+        raise _unprocessable(
+            where,
+            f"a {BINARY_SEGMENT_TYPE} segment needs its metadata as JSON "
+            f"in the {SEGMENT_HEADER} header",
+        )
     try:
         meta = BinarySegmentMeta.model_validate_json(header)
     except ValidationError as error:
@@ -81,12 +89,18 @@ def parse_binary(header: str | None, raw: bytes) -> SegmentBody:
     dtype = np.dtype(BINARY_DTYPES[meta.dtype])
     frame = dtype.itemsize * len(meta.channels)
     if not raw or len(raw) % frame:
-        raise _unprocessable(("body",), (
-            f"the body holds {len(raw)} bytes, not a whole, non-zero number of frames of "
-            f"{len(meta.channels)} channels x {dtype.itemsize} bytes ({meta.dtype})"))
+        raise _unprocessable(
+            ("body",),
+            (
+                f"the body holds {len(raw)} bytes, not a whole, non-zero number of frames of "
+                f"{len(meta.channels)} channels x {dtype.itemsize} bytes ({meta.dtype})"
+            ),
+        )
     samples = np.frombuffer(raw, dtype=dtype).reshape(-1, len(meta.channels)).T.astype(np.float64)
     if meta.dtype == "int16":
-        baseline = np.zeros(len(meta.channels)) if meta.baseline is None else np.array(meta.baseline)
+        baseline = (
+            np.zeros(len(meta.channels)) if meta.baseline is None else np.array(meta.baseline)
+        )
         samples = (samples - baseline[:, None]) / np.array(meta.gain)[:, None]
     try:
         meta.check_r_peaks(samples.shape[1])
@@ -116,18 +130,39 @@ def add_schemas(openapi: dict[str, Any]) -> None:
 
 def openapi_request_body() -> dict[str, Any]:
     """The route's ``requestBody`` and its metadata header, for ``openapi_extra``."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/WindowsIn"}},
-        BINARY_SEGMENT_TYPE: {
-            "schema": {"type": "string", "format": "binary", "description": (
-                "Samples as little-endian int16 or float32, frame after frame (channel 0, 1, ... of "
-                "sample 0, then sample 1: WFDB format 16's order); everything else in the "
-                f"{SEGMENT_HEADER} header")},
-            "encoding": {},
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/WindowsIn"}},
+                BINARY_SEGMENT_TYPE: {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": (
+                            "Samples as little-endian int16 or float32, frame after frame (channel 0, 1, ... of "
+                            "sample 0, then sample 1: WFDB format 16's order); everything else in the "
+                            f"{SEGMENT_HEADER} header"
+                        ),
+                    },
+                    "encoding": {},
+                },
+            },
         },
-    }}, "parameters": [{
-        "name": SEGMENT_HEADER, "in": "header", "required": False,
-        "description": ("With an application/octet-stream body (required then): the segment's "
-                        "metadata as one JSON object, a BinarySegmentMeta"),
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BinarySegmentMeta"}}},
-    }]}
+        "parameters": [
+            {
+                "name": SEGMENT_HEADER,
+                "in": "header",
+                "required": False,
+                "description": (
+                    "With an application/octet-stream body (required then): the segment's "
+                    "metadata as one JSON object, a BinarySegmentMeta"
+                ),
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/BinarySegmentMeta"}
+                    }
+                },
+            }
+        ],
+    }

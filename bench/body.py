@@ -14,12 +14,14 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import wfdb
 
 from app.client import encode_segment
+from app.schemas import SEGMENT_HEADER
 from app.segment_body import parse_binary, parse_json
 from bench import report
 from signals.datafiles import require
@@ -60,7 +62,9 @@ def _encodings(modality: str) -> tuple[dict[str, Any], dict[str, tuple[bytes, di
     return body, encoded
 
 
-def run(out: str = "bench/results", progress: bool = False, repeats: int = REPEATS) -> dict[str, Any]:
+def run(
+    out: str = "bench/results", progress: bool = False, repeats: int = REPEATS
+) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"repeats": repeats, "segment_s": SEGMENT_S}
     for modality in ("ecg", "eeg"):
@@ -68,17 +72,23 @@ def run(out: str = "bench/results", progress: bool = False, repeats: int = REPEA
         figures: dict[str, dict[str, float]] = {}
         for name, (content, headers) in encoded.items():
             if name == "json":
-                read = lambda content=content: parse_json(content)  # noqa: E731
+                read = partial(parse_json, content)
             else:
-                header = headers["X-Biofo-Segment"]
-                read = lambda content=content, header=header: parse_binary(header, content)  # noqa: E731
-            figures[name] = {"bytes": len(content) + sum(map(len, headers.values())),
-                             "parse_ms": _median_ms(read, repeats)}
+                read = partial(parse_binary, headers[SEGMENT_HEADER], content)
+            figures[name] = {
+                "bytes": len(content) + sum(map(len, headers.values())),
+                "parse_ms": _median_ms(read, repeats),
+            }
         result[modality] = {
-            "channels": len(body["channels"]), "fs": body["fs"],
-            "samples": len(body["channels"]) * len(body["samples"][0]), **figures,
-            "speedup": {name: figures["json"]["parse_ms"] / f["parse_ms"]
-                        for name, f in figures.items() if name != "json"},
+            "channels": len(body["channels"]),
+            "fs": body["fs"],
+            "samples": len(body["channels"]) * len(body["samples"][0]),
+            **figures,
+            "speedup": {
+                name: figures["json"]["parse_ms"] / f["parse_ms"]
+                for name, f in figures.items()
+                if name != "json"
+            },
         }
     result["run_s"] = time.perf_counter() - started
     report.write_outputs(Path(out), "body", _markdown(result), result)
@@ -92,17 +102,30 @@ def _markdown(result: dict[str, Any]) -> str:
         for name in ("json", "float32", "int16"):
             if name in figures:
                 speedup = figures["speedup"].get(name)
-                rows.append([modality, f"{figures['channels']} × {figures['fs']:g} Hz", name,
-                             figures[name]["bytes"], figures[name]["parse_ms"],
-                             "—" if speedup is None else f"{speedup:.1f}×"])
-    return "\n".join([
-        "# Reading one segment's body: JSON vs binary",
-        "",
-        f"One {result['segment_s']:g} s segment per modality, read by the daemon's parser; median CPU "
-        f"ms of {result['repeats']} reads. Bytes include the metadata header.",
-        "",
-        report.markdown_table(["modality", "signal", "body", "bytes", "parse ms", "vs JSON"], rows),
-        "",
-        "Reproduce: `biofo bench body --json`.",
-        "",
-    ])
+                rows.append(
+                    [
+                        modality,
+                        f"{figures['channels']} × {figures['fs']:g} Hz",
+                        name,
+                        figures[name]["bytes"],
+                        figures[name]["parse_ms"],
+                        "—" if speedup is None else f"{speedup:.1f}×",
+                    ]
+                )
+    return "\n".join(
+        [
+            "# Reading one segment's body: JSON vs binary",
+            "",
+            (
+                f"One {result['segment_s']:g} s segment per modality, read by the daemon's parser; "
+                f"median CPU ms of {result['repeats']} reads. Bytes include the metadata header."
+            ),
+            "",
+            report.markdown_table(
+                ["modality", "signal", "body", "bytes", "parse ms", "vs JSON"], rows
+            ),
+            "",
+            "Reproduce: `biofo bench body --json`.",
+            "",
+        ]
+    )

@@ -43,7 +43,9 @@ def ecg_segments(patient_id: str, count: int = 2) -> list[dict]:
 
 
 def answers(windows: list[dict]) -> list[tuple]:
-    return [(w["offset_s"], w["predicted"], w["probabilities"], w["model_version"]) for w in windows]
+    return [
+        (w["offset_s"], w["predicted"], w["probabilities"], w["model_version"]) for w in windows
+    ]
 
 
 def test_mitbih_int16_gives_the_json_answers_and_samples(daemon: Daemon) -> None:
@@ -57,22 +59,31 @@ def test_mitbih_int16_gives_the_json_answers_and_samples(daemon: Daemon) -> None
             assert json_windows and answers(binary_windows) == answers(json_windows)
         # int16 at the record's own gain is the record's own ADC values: the samples stored are equal.
         for got, expected in zip(binary_windows[:3], json_windows[:3]):
-            assert client.get(f"/v1/windows/{got['id']}").json()["samples"] == \
-                client.get(f"/v1/windows/{expected['id']}").json()["samples"]
+            assert (
+                client.get(f"/v1/windows/{got['id']}").json()["samples"]
+                == client.get(f"/v1/windows/{expected['id']}").json()["samples"]
+            )
 
 
 def test_chbmit_float32_gives_the_json_predictions(daemon: Daemon) -> None:
     edf = require(SEIZURE_CROP)
     with daemon.client() as client:
-        pairs = zip(eeg_requests(edf, patient_id="bin-eeg-json", minutes=4 / 60),
-                    eeg_requests(edf, patient_id="bin-eeg-f32", minutes=4 / 60))
+        pairs = zip(
+            eeg_requests(edf, patient_id="bin-eeg-json", minutes=4 / 60),
+            eeg_requests(edf, patient_id="bin-eeg-f32", minutes=4 / 60),
+        )
         for as_json, as_binary in pairs:
             json_windows = client.post_segment(as_json)
             binary_windows = client.post_segment(as_binary, "float32")
-            assert [w["predicted"] for w in binary_windows] == [w["predicted"] for w in json_windows]
+            assert [w["predicted"] for w in binary_windows] == [
+                w["predicted"] for w in json_windows
+            ]
             for got, expected in zip(binary_windows, json_windows):
-                assert np.allclose(list(got["probabilities"].values()),
-                                   list(expected["probabilities"].values()), atol=1e-5)
+                assert np.allclose(
+                    list(got["probabilities"].values()),
+                    list(expected["probabilities"].values()),
+                    atol=1e-5,
+                )
         assert json_windows
 
 
@@ -90,7 +101,9 @@ def test_a_segment_sent_as_json_then_binary_is_a_duplicate(daemon: Daemon) -> No
 
 
 def window_count(client: httpx.Client) -> int:
-    return len(client.get("/v1/windows", params={"order": "recent", "limit": 1000}).json()["windows"])
+    return len(
+        client.get("/v1/windows", params={"order": "recent", "limit": 1000}).json()["windows"]
+    )
 
 
 def _bodies() -> dict[str, tuple[bytes, dict[str, str], int, str]]:
@@ -111,15 +124,32 @@ def _bodies() -> dict[str, tuple[bytes, dict[str, str], int, str]]:
         "NaN": (bytes(nan), headers, 422, "samples"),
         "unknown dtype": (good, header(dtype="int32"), 422, "dtype"),
         "no header": (good, without, 422, "x-biofo-segment"),
-        "header not JSON": (good, {**headers, "X-Biofo-Segment": "{patient"}, 422, "x-biofo-segment"),
+        "header not JSON": (
+            good,
+            {**headers, "X-Biofo-Segment": "{patient"},
+            422,
+            "x-biofo-segment",
+        ),
         "int16 without gain": (good, header(dtype="int16"), 422, "gain"),
         "gain per channel": (good, header(dtype="int16", gain=[200.0]), 422, "gain"),
         "gain with float32": (good, header(gain=[200.0, 200.0]), 422, "gain"),
-        "missing fs": (good, {**headers, "X-Biofo-Segment": json.dumps(
-            {k: v for k, v in meta.items() if k != "fs"})}, 422, "fs"),
+        "missing fs": (
+            good,
+            {
+                **headers,
+                "X-Biofo-Segment": json.dumps({k: v for k, v in meta.items() if k != "fs"}),
+            },
+            422,
+            "fs",
+        ),
         "r_peaks past the end": (good, header(r_peaks=[3600]), 422, "r_peaks"),
         "samples field in header": (good, header(samples=[[0.0]]), 422, "samples"),
-        "wrong media type": (good, {**headers, "Content-Type": "application/x-int16"}, 415, "content-type"),
+        "wrong media type": (
+            good,
+            {**headers, "Content-Type": "application/x-int16"},
+            415,
+            "content-type",
+        ),
     }
 
 
@@ -142,5 +172,7 @@ def test_openapi_documents_both_bodies(daemon: Daemon) -> None:
     assert content["application/json"]["schema"]["$ref"] == "#/components/schemas/WindowsIn"
     schemas = document["components"]["schemas"]
     assert "samples" in schemas["WindowsIn"]["properties"]
-    assert {"dtype", "gain", "baseline", "fs", "channels"} <= set(schemas["BinarySegmentMeta"]["properties"])
+    assert {"dtype", "gain", "baseline", "fs", "channels"} <= set(
+        schemas["BinarySegmentMeta"]["properties"]
+    )
     assert any(p["name"] == "X-Biofo-Segment" for p in operation["parameters"])
