@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from app.auth import requires
 from app.deps import IngestorDep, MetricsDep, RegistryDep, StoreDep, WorkerDep
+from app.modalities import MODALITIES
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, Registry, UnknownCheckpoint
 from app.schemas import (
     PATIENT_ID,
@@ -40,10 +41,9 @@ from app.schemas import (
     UndoIn,
     UndoOut,
     WindowDetail,
-    WindowsIn,
     WindowsOut,
 )
-from app.modalities import MODALITIES
+from app.segment_body import SegmentBody, openapi_request_body, segment_body
 from app.store import LabelRow, Store, Token
 from signals.errors import SegmentConflict, SegmentRejected
 
@@ -57,7 +57,7 @@ def error_responses(*codes: int) -> dict[int | str, dict]:
         404: "No such window, label or model",
         409: "Conflicts with what is stored",
         413: "The body is larger than BIOFO_MAX_BODY_BYTES",
-        415: "The body is not application/json",
+        415: "The body is not application/json (nor, where a route takes it, application/octet-stream)",
         503: "The database cannot take writes (for example a full disk); nothing was written",
     }
     return {code: {"model": ErrorOut, "description": meaning[code]} for code in codes}
@@ -84,23 +84,27 @@ def _unprocessable(field: list[str | int], message: str) -> HTTPException:
     "/windows", status_code=status.HTTP_201_CREATED, response_model=WindowsOut,
     responses={200: {"model": WindowsOut, "description": "This segment was accepted before: the stored windows"},
                **BODY_ERRORS, **error_responses(409)},
+    openapi_extra=openapi_request_body(),
 )
 def post_windows(
-    body: WindowsIn, response: Response, token: Device, ingestor: IngestorDep, metrics: MetricsDep
+    token: Device, segment: Annotated[SegmentBody, Depends(segment_body)], response: Response,
+    ingestor: IngestorDep, metrics: MetricsDep,
 ) -> WindowsOut:
     """Store a segment, cut it into beats (ECG) or windows (EEG) and predict each one.
 
-    Re-sending a segment already accepted (same ``start``) returns the stored windows with 200.
+    The body is JSON (`WindowsIn`) or binary: `application/octet-stream` samples with the rest in
+    the `X-Biofo-Segment` header (`BinarySegmentMeta`). Re-sending a segment already accepted
+    (same `start`, in either form) returns the stored windows with 200.
     """
     try:
-        out, created = ingestor.ingest(body)
+        out, created = ingestor.ingest(segment.meta, segment.samples)
     except SegmentConflict as error:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=[
             {"loc": ["body", error.field], "msg": str(error), "type": "conflict"}]) from error
     except SegmentRejected as error:
         raise _unprocessable([error.field], str(error)) from error
     if created:
-        metrics.windows.labels(body.modality).inc(len(out.windows))
+        metrics.windows.labels(segment.meta.modality).inc(len(out.windows))
     else:
         response.status_code = status.HTTP_200_OK
     return out

@@ -91,6 +91,8 @@ def _replay(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", choices=["max", "1"], default="max")
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much signal")
     parser.add_argument("--patient-id", default=None)
+    parser.add_argument("--body", choices=["json", "float32"], default="json",
+                        help="segment body: JSON, or binary float32 samples (application/octet-stream)")
 
 
 def _bench_daemon(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +169,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("bench", "paper"), "bench.paper:run",
             "the Bio-FO paper's table on its own protocol, then on patient-level splits",
             _bench_paper),
+    Command(("bench", "body"), "bench.body:run", "reading one segment's body: JSON vs binary", _out),
     Command(("bench", "update"), "bench.update:run", "cost of one streaming update vs a forward pass", _out),
     Command(("bench", "early-exit"), "bench.early_exit:run", "Bio-FO early exit: accuracy vs energy saved", _out),
     Command(("eval", "ecg"), "bench.eval_ecg:run", "MIT-BIH protocols (EC57 scoring), label efficiency",

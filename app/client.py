@@ -7,6 +7,7 @@ to wait until the labels sent have been learned.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+
+from app.schemas import BINARY_DTYPES, BINARY_SEGMENT_TYPE, SEGMENT_HEADER
 
 REPO = Path(__file__).resolve().parents[1]
+# How ``post_segment`` sends a segment: a JSON body, or the binary body with float32 samples.
+ENCODINGS = ("json", "float32")
 # The admin token a LocalDaemon is first started with, unless the caller names another.
 LOCAL_ADMIN_TOKEN = "local-admin-token-0123456789abcdef"
 
@@ -45,6 +51,37 @@ class Accepted:
     update_seq: int
 
 
+def encode_segment(
+    body: dict[str, Any], dtype: str = "float32", gain: list[float] | None = None,
+    baseline: list[float] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """A ``POST /v1/windows`` JSON body as the binary body and its headers.
+
+    ``float32`` sends the physical samples as they are (rounded to float32). ``int16`` sends ADC
+    units: each channel's samples times ``gain`` plus ``baseline``, which must give integers in
+    int16's range (they do for a recording's own ADC gain and baseline, as in its WFDB header).
+    """
+    samples = np.asarray(body["samples"], dtype=np.float64)
+    meta = {key: value for key, value in body.items() if key != "samples"}
+    meta["dtype"] = dtype
+    if dtype == "int16":
+        if gain is None:
+            raise ValueError("int16 needs each channel's gain")
+        offset = np.zeros(len(samples)) if baseline is None else np.asarray(baseline, dtype=np.float64)
+        scaled = samples * np.asarray(gain, dtype=np.float64)[:, None] + offset[:, None]
+        digital = np.round(scaled)
+        info = np.iinfo(np.int16)
+        if np.any(digital < info.min) or np.any(digital > info.max):
+            raise ValueError("samples exceed int16's range at this gain and baseline")
+        samples = digital
+        meta["gain"] = [float(g) for g in gain]
+        if baseline is not None:
+            meta["baseline"] = [float(b) for b in baseline]
+    content = np.ascontiguousarray(samples.T, dtype=BINARY_DTYPES[dtype]).tobytes()
+    headers = {"Content-Type": BINARY_SEGMENT_TYPE, SEGMENT_HEADER: json.dumps(meta, separators=(",", ":"))}
+    return content, headers
+
+
 class V1Calls:
     """The v1 calls, on any ``httpx.Client`` (a ``Client``, or FastAPI's in-process ``TestClient``).
 
@@ -54,10 +91,21 @@ class V1Calls:
 
     get: Any
     post: Any
+    encoding: str = "json"
 
-    def post_segment(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """One device segment; its windows (a repeat of the last segment answers 200, same windows)."""
-        return _expect(self.post("/v1/windows", json=body), 200, 201).json()["windows"]
+    def post_segment(self, body: dict[str, Any], encoding: str | None = None) -> list[dict[str, Any]]:
+        """One device segment, as JSON or binary (``ENCODINGS``; the client's ``encoding`` by
+        default); its windows (a repeat of the last segment answers 200, same windows)."""
+        encoding = encoding or self.encoding
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+        if encoding == "json":
+            return self.post_encoded(json.dumps(body).encode(), {"Content-Type": "application/json"})
+        return self.post_encoded(*encode_segment(body, encoding))
+
+    def post_encoded(self, content: bytes, headers: dict[str, str]) -> list[dict[str, Any]]:
+        """One segment already encoded (``encode_segment``, or JSON bytes); its windows."""
+        return _expect(self.post("/v1/windows", content=content, headers=headers), 200, 201).json()["windows"]
 
     def post_labels(self, labels: list[dict[str, Any]]) -> Accepted:
         body = _expect(self.post("/v1/labels", json={"labels": labels}), 202).json()
@@ -99,9 +147,12 @@ class V1Calls:
 class Client(V1Calls, httpx.Client):
     """API v1 on the daemon's URL with a bearer token."""
 
-    def __init__(self, url: str, token: str | None, timeout: float = 60.0):
+    def __init__(self, url: str, token: str | None, timeout: float = 60.0, encoding: str = "json"):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         super().__init__(base_url=url, headers=headers, timeout=timeout)
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+        self.encoding = encoding
 
 
 def _expect(response: httpx.Response, *statuses: int) -> httpx.Response:

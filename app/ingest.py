@@ -21,7 +21,7 @@ from app.energy import Meter
 from app.extraction import Extractor
 from app.modalities import MODALITIES, Segment, Window
 from app.registry import LiveModel, Registry
-from app.schemas import DerivedChannelOut, WindowOut, WindowsIn, WindowsOut
+from app.schemas import DerivedChannelOut, SegmentMeta, WindowOut, WindowsOut
 from app.store import EnergyRecord, Store, WindowRecord
 from signals.errors import SegmentConflict, SegmentRejected
 
@@ -51,9 +51,10 @@ class Ingestor:
         with self._guard:
             return self._stream_locks[model_id]
 
-    def check(self, body: WindowsIn) -> np.ndarray:
-        """Limits that pydantic cannot express; returns the samples in the extractor's units."""
-        n_channels, n_samples = len(body.samples), len(body.samples[0])
+    def check(self, body: SegmentMeta, sent: np.ndarray) -> np.ndarray:
+        """Limits that pydantic cannot express; returns the samples ``sent`` (channels, n) in the
+        extractor's units."""
+        n_channels, n_samples = sent.shape
         if n_channels * n_samples > self.limits.max_samples:
             raise SegmentRejected(
                 "samples", f"samples holds {n_channels * n_samples} values; the limit is {self.limits.max_samples}"
@@ -70,19 +71,20 @@ class Ingestor:
         if body.fs < modality.min_fs:
             raise SegmentRejected("fs", f"{body.modality.upper()} needs fs >= {modality.min_fs} Hz, got {body.fs}")
         units = body.units or modality.default_units
-        samples = np.asarray(body.samples, dtype=np.float64) * modality.units[units]
+        samples = sent * modality.units[units]
         if not np.all(np.isfinite(samples)):
             raise SegmentRejected("samples", "samples must be finite numbers")
         return samples
 
-    def ingest(self, body: WindowsIn) -> tuple[WindowsOut, bool]:
-        """Store and predict a segment; returns the answer and whether it was new.
+    def ingest(self, body: SegmentMeta, sent: np.ndarray) -> tuple[WindowsOut, bool]:
+        """Store and predict a segment, its samples ``sent`` as (channels, n) in ``body.units``;
+        returns the answer and whether it was new.
 
         A device that retries a segment it already sent (same ``start``, e.g. after a lost response)
         gets the stored windows back instead of duplicates. A segment starting inside the last
         accepted one is refused: the stream's time line only moves forward.
         """
-        samples = self.check(body)
+        samples = self.check(body, sent)
         live = self.registry.get_or_fork(body.modality, body.patient_id)
         duration = samples.shape[1] / body.fs
         with self._lock_for(live.row.id):
@@ -137,7 +139,7 @@ class Ingestor:
             ],
         ), True
 
-    def _stored(self, live: LiveModel, body: WindowsIn) -> WindowsOut:
+    def _stored(self, live: LiveModel, body: SegmentMeta) -> WindowsOut:
         rows = self.store.segment_windows(live.row.id, body.start)
         return WindowsOut(windows=[
             WindowOut(id=row["id"], modality=body.modality, patient_id=body.patient_id, offset_s=row["offset_s"],

@@ -12,8 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.schemas import BINARY_SEGMENT_TYPE
+
 API_PREFIX = "/v1/"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON = "application/json"
+# Routes that also take a binary body (``app.segment_body``), by path.
+BINARY_ROUTES = {"/v1/windows": BINARY_SEGMENT_TYPE}
 
 
 def too_large(max_bytes: int) -> list[dict[str, object]]:
@@ -45,10 +50,11 @@ class RequestLimits:
             return
         has_body = (length is not None and int(length) > 0) or "transfer-encoding" in headers
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        accepted = (JSON, BINARY_ROUTES[scope["path"]]) if scope["path"] in BINARY_ROUTES else (JSON,)
         if (has_body and scope["method"] in BODY_METHODS and scope["path"].startswith(API_PREFIX)
-                and media_type != "application/json"):
+                and media_type not in accepted):
             detail = [{"loc": ["header", "content-type"], "type": "unsupported_media_type",
-                       "msg": f"the body must be application/json, not '{media_type or 'unspecified'}'"}]
+                       "msg": f"the body must be {' or '.join(accepted)}, not '{media_type or 'unspecified'}'"}]
             await JSONResponse({"detail": detail}, 415)(scope, receive, send)
             return
         received = 0

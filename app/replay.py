@@ -82,11 +82,13 @@ def run(
     speed: str = "max",
     minutes: float | None = None,
     patient_id: str | None = None,
+    body: str = "json",
     progress: bool = False,
 ) -> dict[str, Any]:
+    """``body``: how segments are sent, ``json`` or binary ``float32`` (``app.client.ENCODINGS``)."""
     source = open_source(path, patient_id, minutes)
     try:
-        return _replay(source, Client(url, token), label_minutes, speed, progress)
+        return _replay(source, Client(url, token, encoding=body), label_minutes, speed, progress)
     except ApiError as refused:
         raise SystemExit(f"biofo replay: {refused}") from refused
 

@@ -29,12 +29,8 @@ def check_patient_id(value: str) -> str:
     return value
 
 
-class WindowsIn(Strict):
-    # A usable one-second single-lead segment: /docs shows it, and API fuzzers start from it.
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "patient_id": "bed-1", "modality": "ecg", "fs": 100.0, "channels": ["MLII"], "start": 0.0,
-        "samples": [[round(0.01 * (i % 25), 2) for i in range(100)]], "units": "mV",
-    }]})
+class SegmentMeta(Strict):
+    """What a segment says about its samples: every field of ``WindowsIn`` but ``samples``."""
 
     patient_id: str = Field(
         description="The device's patient identifier",
@@ -47,7 +43,6 @@ class WindowsIn(Strict):
         json_schema_extra={"items": {"type": "string", "pattern": CHANNEL_NAME.pattern}},
     )
     start: float = Field(ge=0, le=10 * 365 * 86400, description="Seconds since the stream began")
-    samples: list[list[float]] = Field(min_length=1, description="channels x samples, physical units")
     r_peaks: list[int] | None = Field(default=None, description="ECG R-peak sample indices, optional")
     units: Literal["mV", "uV", "V"] | None = None
 
@@ -64,6 +59,27 @@ class WindowsIn(Strict):
                 raise ValueError("each channel name must be 1-32 printable ASCII characters")
         return channels
 
+    def check_r_peaks(self, n_samples: int) -> None:
+        """``r_peaks`` fits a segment of ``n_samples`` samples per channel (ValueError if not)."""
+        if self.r_peaks is None:
+            return
+        if any(peak < 0 or peak >= n_samples for peak in self.r_peaks):
+            raise ValueError(f"r_peaks must be sample indices in [0, {n_samples})")
+        if any(b <= a for a, b in zip(self.r_peaks, self.r_peaks[1:])):
+            raise ValueError("r_peaks must be strictly increasing")
+        if self.modality != "ecg":
+            raise ValueError("r_peaks is only meaningful for ECG")
+
+
+class WindowsIn(SegmentMeta):
+    # A usable one-second single-lead segment: /docs shows it, and API fuzzers start from it.
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "patient_id": "bed-1", "modality": "ecg", "fs": 100.0, "channels": ["MLII"], "start": 0.0,
+        "samples": [[round(0.01 * (i % 25), 2) for i in range(100)]], "units": "mV",
+    }]})
+
+    samples: list[list[float]] = Field(min_length=1, description="channels x samples, physical units")
+
     @model_validator(mode="after")
     def _shape(self) -> WindowsIn:
         if len(self.samples) != len(self.channels):
@@ -75,14 +91,41 @@ class WindowsIn(Strict):
             raise ValueError("samples is ragged: every channel row must have the same number of samples")
         if 0 in lengths:
             raise ValueError("samples rows are empty")
-        if self.r_peaks is not None:
-            n = lengths.pop()
-            if any(peak < 0 or peak >= n for peak in self.r_peaks):
-                raise ValueError(f"r_peaks must be sample indices in [0, {n})")
-            if any(b <= a for a, b in zip(self.r_peaks, self.r_peaks[1:])):
-                raise ValueError("r_peaks must be strictly increasing")
-            if self.modality != "ecg":
-                raise ValueError("r_peaks is only meaningful for ECG")
+        self.check_r_peaks(lengths.pop())
+        return self
+
+
+# The binary body of POST /v1/windows: raw little-endian samples, frame after frame (channel 0,
+# 1, ... of sample 0, then of sample 1: WFDB format 16's order, the order an ADC delivers them),
+# with the segment's metadata as one JSON object in a header.
+BINARY_SEGMENT_TYPE = "application/octet-stream"
+SEGMENT_HEADER = "X-Biofo-Segment"
+BINARY_DTYPES = {"int16": "<i2", "float32": "<f4"}
+
+
+class BinarySegmentMeta(SegmentMeta):
+    """The ``X-Biofo-Segment`` header of a binary segment: ``WindowsIn`` without ``samples``, and
+    how to read them. ``int16`` samples are ADC units, ``(digital − baseline) / gain`` in
+    ``units`` per channel, as WFDB headers define ``adc_gain`` and ``baseline``; ``float32``
+    samples are already in ``units`` and take neither."""
+
+    dtype: Literal["int16", "float32"] = Field(description="Sample type, little-endian")
+    gain: list[Annotated[float, Field(gt=0, le=1e9)]] | None = Field(
+        default=None, description="int16: ADC units per physical unit, one per channel")
+    baseline: list[Annotated[float, Field(ge=-32768, le=32767)]] | None = Field(
+        default=None, description="int16: the ADC value of 0 physical units, one per channel (default 0)")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> BinarySegmentMeta:
+        if self.dtype == "float32":
+            if self.gain is not None or self.baseline is not None:
+                raise ValueError("float32 samples are physical values: gain and baseline do not apply")
+            return self
+        if self.gain is None:
+            raise ValueError("int16 samples need gain, one per channel (ADC units per physical unit)")
+        for name, values in (("gain", self.gain), ("baseline", self.baseline)):
+            if values is not None and len(values) != len(self.channels):
+                raise ValueError(f"{name} has {len(values)} values for {len(self.channels)} channels")
         return self
 
 

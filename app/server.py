@@ -32,6 +32,7 @@ from app.metrics import Metrics
 from app.page import router as page_router
 from app.registry import AppliedUpdate, LiveModel, Registry
 from app.review_api import router as review_router
+from app.segment_body import add_schemas
 from app.settings import Settings
 from app.store import Store, StoreUnavailable
 from app.templates import TemplateBooks
@@ -148,6 +149,14 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.events = hub
+    generated = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            add_schemas(generated())
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.include_router(router)
     app.include_router(review_router)
     app.include_router(page_router)

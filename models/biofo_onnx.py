@@ -263,11 +263,27 @@ def _adam_scalars(g: Graph, plan: Plan) -> tuple[str, str]:
 
 
 def _optimizer_step(
-    g: Graph, plan: Plan, name: str, grad: str, adam: tuple[str, str] | None
+    g: Graph,
+    plan: Plan,
+    name: str,
+    grad: str | tuple[str, str],
+    adam: tuple[str, str] | None,
+    rank_one: bool = False,
 ) -> None:
-    """One optimizer step of parameter ``name``, as ``Adam._update`` / ``SGD._update``."""
+    """One optimizer step of parameter ``name``, as ``Adam._update`` / ``SGD._update``.
+
+    ``grad`` is the gradient, or ``(δz, h)`` when it is the plain product ``δzᵀ h`` (an unmasked
+    weight). For Adam without weight decay at batch one (``rank_one``), where
+    ``(δzᵀh)² = (δz²)ᵀ(h²)``, each moment's increment is then one product, its factor
+    ``1 − β`` folded in: two elementwise passes over the weight fewer, and each pass over a
+    256 × 256 weight costs more than all the batch-1 products together.
+    """
     hyper = dict(plan.hyper)
     param, state = f"network.{name}", f"optimizer.{name}"
+    fused = isinstance(grad, tuple) and adam is not None and rank_one and not hyper["weight_decay"]
+    factors = grad if fused else None
+    if isinstance(grad, tuple) and not fused:
+        grad = g.op("Gemm", *grad, transA=1)
     if hyper["weight_decay"]:
         decay = g.constant(float(hyper["weight_decay"]))
         grad = g.op("Add", grad, g.op("Mul", decay, param))
@@ -275,11 +291,17 @@ def _optimizer_step(
         beta1, beta2 = (float(beta) for beta in hyper["betas"])
         m_name, v_name = (f"{state}.{slot}" for slot in ADAM_MOMENTS)
         step_size, eps = adam
-        m = g.op("Add", g.op("Mul", m_name, g.constant(beta1)),
-                 g.op("Mul", grad, g.constant(1.0 - beta1)), out=f"{NEXT}{m_name}")
-        square = g.op("Mul", grad, grad)
-        v = g.op("Add", g.op("Mul", v_name, g.constant(beta2)),
-                 g.op("Mul", square, g.constant(1.0 - beta2)), out=f"{NEXT}{v_name}")
+        if factors is not None:
+            squares = [g.op("Mul", factor, factor) for factor in factors]
+            increments = (g.op("Gemm", *factors, transA=1, alpha=1.0 - beta1),
+                          g.op("Gemm", *squares, transA=1, alpha=1.0 - beta2))
+        else:
+            increments = (g.op("Mul", grad, g.constant(1.0 - beta1)),
+                          g.op("Mul", g.op("Mul", grad, grad), g.constant(1.0 - beta2)))
+        m = g.op("Add", g.op("Mul", m_name, g.constant(beta1)), increments[0],
+                 out=f"{NEXT}{m_name}")
+        v = g.op("Add", g.op("Mul", v_name, g.constant(beta2)), increments[1],
+                 out=f"{NEXT}{v_name}")
         delta = g.op("Div", g.op("Mul", m, step_size), g.op("Add", g.op("Sqrt", v), eps))
     else:
         momentum = float(hyper["momentum"])
@@ -295,8 +317,9 @@ def _optimizer_step(
     g.op("Sub", param, delta, out=f"{NEXT}{param}")
 
 
-def _update_nodes(g: Graph, plan: Plan) -> list[str]:
-    """The nodes of one step; returns the names of the state arrays the step replaces."""
+def _update_nodes(g: Graph, plan: Plan, rank_one: bool) -> list[str]:
+    """The nodes of one step (``rank_one``: of a batch of one); returns the names of the state
+    arrays the step replaces."""
     batch = g.op("Cast", g.op("Gather", g.op("Shape", FEATURES), g.constant(0), axis=0),
                  to=TensorProto.FLOAT)
     depth, values = g.constant(plan.num_classes), g.constant([0.0, 1.0])
@@ -314,12 +337,12 @@ def _update_nodes(g: Graph, plan: Plan) -> list[str]:
         error = g.op("Div", g.op("Sub", g.op("Exp", log_p), onehot), batch)
         active = g.op("Cast", g.op("Greater", z, g.constant(0.0)), to=TensorProto.FLOAT)
         dz = g.op("Mul", g.op("MatMul", error, head), active)
-        grad_w = g.op("Gemm", dz, h, transA=1)
+        grad_w: str | tuple[str, str] = (dz, h)
         if plan.masked[index]:
-            grad_w = g.op("Mul", grad_w, f"network.layers.{index}.mask")
+            grad_w = g.op("Mul", g.op("Gemm", dz, h, transA=1), f"network.layers.{index}.mask")
         grad_b = g.op("ReduceSum", dz, g.constant([0]), keepdims=0)
-        _optimizer_step(g, plan, f"layers.{index}.weight", grad_w, adam)
-        _optimizer_step(g, plan, f"layers.{index}.bias", grad_b, adam)
+        _optimizer_step(g, plan, f"layers.{index}.weight", grad_w, adam, rank_one)
+        _optimizer_step(g, plan, f"layers.{index}.bias", grad_b, adam, rank_one)
         h = h_next
     g.op("Concat", *losses, axis=0, out=LOSSES)
     # The last layer's head is the read-out (bias 0, frozen): the prediction before the step.
@@ -355,21 +378,25 @@ def inference_model(plan: Plan, weights: dict[str, np.ndarray] | None = None) ->
     return g.model(inputs, outputs, "biofo_inference", full_check=False)
 
 
-def update_model(plan: Plan) -> onnx.ModelProto:
+def update_model(plan: Plan, single: bool = False) -> onnx.ModelProto:
     """One Bio-FO update: ``x``, ``y`` (batch,) int64, ``lr`` and the state -> ``next/<state>``,
-    ``loss_per_layer`` (depth,) and ``probabilities`` (batch, C) before the step."""
+    ``loss_per_layer`` (depth,) and ``probabilities`` (batch, C) before the step.
+
+    ``single``: for a batch of one only (the streaming update, one labelled window), which
+    allows fusions that hold for rank-one gradients alone; onnxruntime refuses other batches."""
     g = Graph()
-    replaced = _update_nodes(g, plan)
+    replaced = _update_nodes(g, plan, single)
     shapes = plan.state_shapes()
+    batch = 1 if single else "batch"
     inputs = [
-        value_info(FEATURES, ("batch", plan.input_dim), np.float32),
-        value_info(LABELS, ("batch",), np.int64),
+        value_info(FEATURES, (batch, plan.input_dim), np.float32),
+        value_info(LABELS, (batch,), np.int64),
         value_info(LEARNING_RATE, (), np.float32),
         *(value_info(name, *shapes[name]) for name in _read(g, plan)),
     ]
     outputs = [
         *(value_info(f"{NEXT}{name}", *shapes[name]) for name in replaced),
         value_info(LOSSES, (plan.depth,), np.float32),
-        value_info(PROBABILITIES, ("batch", plan.num_classes), np.float32),
+        value_info(PROBABILITIES, (batch, plan.num_classes), np.float32),
     ]
     return g.model(inputs, outputs, "biofo_update", full_check=False)

@@ -50,9 +50,18 @@ class OrtStats:
     probabilities: np.ndarray  # (batch, C) before the update
 
 
+@dataclass(frozen=True)
+class Sessions:
+    """A plan's sessions (each thread-safe to run concurrently): inference, the update of any
+    batch, and the update of a batch of one, which the daemon runs once per label."""
+
+    infer: ort.InferenceSession
+    update: ort.InferenceSession
+    update_single: ort.InferenceSession
+
+
 @lru_cache(maxsize=16)
-def sessions(plan: Plan) -> tuple[ort.InferenceSession, ort.InferenceSession]:
-    """The inference and update sessions of a plan (thread-safe to run concurrently)."""
+def sessions(plan: Plan) -> Sessions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -63,7 +72,19 @@ def sessions(plan: Plan) -> tuple[ort.InferenceSession, ort.InferenceSession]:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
 
-    return session(inference_model(plan)), session(update_model(plan))
+    return Sessions(
+        session(inference_model(plan)), session(update_model(plan)),
+        session(update_model(plan, single=True)),
+    )
+
+
+@dataclass
+class _Single:
+    """Buffers of a batch of one, bound once: a call copies its row in, not a new binding."""
+
+    x: np.ndarray
+    y: np.ndarray
+    probabilities: np.ndarray
 
 
 class OrtLearner:
@@ -89,9 +110,12 @@ class OrtLearner:
             raise ValueError(f"optimizer step counts differ across parameters: {sorted(steps)}")
         self._state = {name: np.array(array) for name, array in archive.arrays.items()}
         self._lr = np.array(self.spec["optimizer"]["lr"], dtype=np.float32)
-        self._infer, self._update = sessions(self.plan)
-        self._infer_state = [i.name for i in self._infer.get_inputs() if i.name != FEATURES]
-        self._bind_update()
+        self._sessions = sessions(self.plan)
+        self._single = _Single(
+            np.zeros((1, self.plan.input_dim), np.float32), np.zeros(1, np.int64),
+            np.zeros((1, self.plan.num_classes), np.float32),
+        )
+        self._bind()
         nonzeros = [
             int(np.count_nonzero(self._state[f"network.layers.{k}.mask"]))
             if masked else int(np.prod(self.plan.layer_shape(k)))
@@ -99,41 +123,83 @@ class OrtLearner:
         ]
         self._macs_per_sample = self.plan.macs_per_sample(nonzeros)
 
-    def _bind_update(self) -> None:
-        """Two bindings of the update graph that swap the arrays it replaces (A -> B, B -> A).
+    def _bind(self) -> None:
+        """Bindings of every graph to each of two buffers of the arrays an update replaces.
 
-        The step writes its outputs straight into the other buffer and the learner then reads
-        from it, so an update allocates nothing and copies nothing (~20 % of a batch-1 step).
+        The update writes its outputs straight into the other buffer and the learner then reads
+        from it (A -> B, B -> A), so an update allocates nothing and copies nothing; inference
+        reads whichever buffer is current. Binding the weights once per buffer leaves only the
+        batch to bind per call (feeding arrays by name costs more than the batch-1 graphs), and
+        at batch one not even that.
         """
-        outputs = [o.name for o in self._update.get_outputs()]
-        replaced = [name[len(NEXT):] for name in outputs if name.startswith(NEXT)]
+        update = self._sessions.update
+        replaced = [o.name[len(NEXT):] for o in update.get_outputs() if o.name.startswith(NEXT)]
         current = {name: self._state[name] for name in replaced}
         other = {name: array.copy() for name, array in current.items()}
         self._losses = np.empty(self.plan.depth, dtype=np.float32)
+        self._buffers = (current, other)
+        any_batch = {"infer": self._sessions.infer, "update": self._sessions.update}
+        batch_one = {"infer": self._sessions.infer, "update": self._sessions.update_single}
+        self._bindings: list[dict[tuple[str, bool], tuple[ort.InferenceSession, ort.IOBinding]]]
         self._bindings = []
         for source, target in ((current, other), (other, current)):
-            binding = self._update.io_binding()
-            for graph_input in self._update.get_inputs():
-                name = graph_input.name
-                if name not in (FEATURES, LABELS, LEARNING_RATE):
-                    binding.bind_cpu_input(name, source.get(name, self._state.get(name)))
-            binding.bind_cpu_input(LEARNING_RATE, self._lr)
+            bound = {}
+            for single, chosen in ((False, any_batch), (True, batch_one)):
+                for kind, session in chosen.items():
+                    written = target if kind == "update" else {}
+                    bound[kind, single] = (session, self._binding(session, source, written))
+            for kind in ("infer", "update"):
+                binding = bound[kind, True][1]
+                binding.bind_cpu_input(FEATURES, self._single.x)
+                self._bind_probabilities(binding, self._single.probabilities)
+            bound["update", True][1].bind_cpu_input(LABELS, self._single.y)
+            self._bindings.append(bound)
+        self._next = 0
+
+    def _binding(
+        self, session: ort.InferenceSession, source: dict[str, np.ndarray],
+        target: dict[str, np.ndarray],
+    ) -> ort.IOBinding:
+        """``session`` reading the state from ``source`` and writing what it replaces to
+        ``target``; the batch and its probabilities are left to bind."""
+        binding = session.io_binding()
+        for graph_input in session.get_inputs():
+            name = graph_input.name
+            if name == LEARNING_RATE:
+                binding.bind_cpu_input(name, self._lr)
+            elif name not in (FEATURES, LABELS):
+                binding.bind_cpu_input(name, source.get(name, self._state.get(name)))
+        if target:
             for name, array in target.items():
                 binding.bind_output(
                     f"{NEXT}{name}", "cpu", 0, array.dtype, list(array.shape), array.ctypes.data
                 )
             binding.bind_output(LOSSES, "cpu", 0, np.float32, [self.plan.depth],
                                 self._losses.ctypes.data)
-            self._bindings.append((binding, target))
-        # Inference reads whichever buffer is current: binding the weights once per buffer leaves
-        # only the features to bind per call (feeding them by name costs more than the graph).
-        self._infer_bindings = []
-        for source in (current, other):
-            binding = self._infer.io_binding()
-            for name in self._infer_state:
-                binding.bind_cpu_input(name, source.get(name, self._state.get(name)))
-            self._infer_bindings.append(binding)
-        self._next = 0
+        return binding
+
+    @staticmethod
+    def _bind_probabilities(binding: ort.IOBinding, probabilities: np.ndarray) -> None:
+        binding.bind_output(PROBABILITIES, "cpu", 0, probabilities.dtype,
+                            list(probabilities.shape), probabilities.ctypes.data)
+
+    def _run(self, kind: str, features: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """Run graph ``kind`` on the current buffer; returns the probabilities it computed."""
+        single = features.shape[0] == 1
+        session, binding = self._bindings[self._next][kind, single]
+        if single:
+            self._single.x[...] = features
+            if labels is not None:
+                self._single.y[...] = labels
+            session.run_with_iobinding(binding)
+            return self._single.probabilities.copy()
+        binding.bind_cpu_input(FEATURES, features)
+        if labels is not None:
+            binding.bind_cpu_input(LABELS, labels)
+        probabilities = np.empty((features.shape[0], self.plan.num_classes), dtype=np.float32)
+        self._bind_probabilities(binding, probabilities)
+        session.run_with_iobinding(binding)
+        return probabilities
 
     @classmethod
     def loads(cls, blob: bytes) -> OrtLearner:
@@ -163,32 +229,19 @@ class OrtLearner:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities, ``(batch, C)`` float32. Not re-entrant: callers serialise use of
         one learner (the daemon holds the model's lock), as they must for ``learn`` anyway."""
-        features = self._features(x)
-        binding = self._infer_bindings[self._next]
-        binding.bind_cpu_input(FEATURES, features)
-        probabilities = np.empty((features.shape[0], self.plan.num_classes), dtype=np.float32)
-        binding.bind_output(PROBABILITIES, "cpu", 0, probabilities.dtype, list(probabilities.shape),
-                            probabilities.ctypes.data)
-        self._infer.run_with_iobinding(binding)
-        return probabilities
+        return self._run("infer", self._features(x), None)
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> OrtStats:
         """One update from a labelled batch; version += 1. The state changes only if it succeeds."""
         start = time.perf_counter()
         features = self._features(x)
-        labels = check_labels(y, features.shape[0], self.plan.num_classes).astype(np.int64)
-        binding, target = self._bindings[self._next]
-        binding.bind_cpu_input(FEATURES, features)
-        binding.bind_cpu_input(LABELS, labels)
-        probabilities = np.empty((features.shape[0], self.plan.num_classes), dtype=np.float32)
-        binding.bind_output(PROBABILITIES, "cpu", 0, probabilities.dtype,
-                            list(probabilities.shape), probabilities.ctypes.data)
-        self._update.run_with_iobinding(binding)
-        self._state.update(target)
+        labels = check_labels(y, features.shape[0], self.plan.num_classes)
+        probabilities = self._run("update", features, labels.astype(np.int64))
+        self._state.update(self._buffers[1 - self._next])
         self._next = 1 - self._next
         self.version = self.version + 1
         return OrtStats(
-            loss_per_layer=[float(loss) for loss in self._losses],
+            loss_per_layer=self._losses.tolist(),
             macs=self._macs_per_sample * features.shape[0],
             seconds=time.perf_counter() - start,
             probabilities=probabilities,
