@@ -99,6 +99,10 @@ def _bench_daemon(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--device-r-peaks", action="store_true", help="devices send R peaks; no detection")
+    parser.add_argument("--eeg-streams", type=int, default=0, help="CHB-MIT EEG devices beside the ECG ones")
+    parser.add_argument("--body", choices=["json", "float32"], default="json",
+                        help="segment body: JSON, or binary float32 samples (application/octet-stream)")
+    parser.add_argument("--max-resident", type=int, default=None, help="models the daemon keeps in memory")
 
 
 def _bench_crashloop(parser: argparse.ArgumentParser) -> None:

@@ -1,22 +1,27 @@
-"""``biofo bench daemon``: N bedside devices replay real MIT-BIH records into one daemon, in real time.
+"""``biofo bench daemon``: N bedside devices replay real records into one daemon, in real time.
 
 The daemon runs as ``biofo serve`` in a child process on 127.0.0.1 (loopback only) with a fresh
-database. Device ``i`` plays record ``NON_PACED[i % 44]`` as patient ``bench-i``: a 10 s segment (both
-leads, mV, no R peaks: the daemon finds the beats) is sent once the device has recorded it, i.e. at
-``t0_i + 10 (k + 1)`` s, the ``t0_i`` spread over the first 10 s. A device sends its next segment
-only after the previous answer, so a daemon that cannot keep up shows as growing latency and lag;
-after ``duration`` seconds no device sends again, and segments still due are counted as unsent.
-A clinician labels one beat of every segment with its reference class (a separate request, not in
-the device's path). With ``device_r_peaks`` each segment carries its R peaks, as a monitor with its
-own QRS detector would send them (here the reference beat positions), and the daemon skips detection.
+database. ECG device ``i`` plays MIT-BIH record ``NON_PACED[i % 44]`` as patient ``bench-i``: a 10 s
+segment (both leads, mV, no R peaks: the daemon finds the beats) is sent once the device has recorded
+it, i.e. at ``t0_i + 10 (k + 1)`` s, the ``t0_i`` spread over the first 10 s. EEG device ``j`` plays
+the staged CHB-MIT crops of patient ``j % 17`` back to back (their 23 channels at 256 Hz, 2 s
+segments, the time line continuing across crops and starting again at the first crop when they run
+out) as patient ``bench-eeg-j``. A device sends its next segment only after the previous answer, so
+a daemon that cannot keep up shows as growing latency and lag; after ``duration`` seconds no device
+sends again, and segments still due are counted as unsent. A clinician labels one beat of every ECG
+segment with its reference class (a separate request, not in the device's path). With
+``device_r_peaks`` each ECG segment carries its R peaks, as a monitor with its own QRS detector would
+send them (here the reference beat positions), and the daemon skips detection. Segments go as JSON
+or as binary float32 bodies (``body``); ``max_resident`` bounds the models the daemon keeps in memory.
 
 Figures: POST /v1/windows latency measured by the client (p50, p99); windows stored per second;
 label-to-applied-update latency from the database (``updates.at - labels.at``: label committed to
 update committed, both on the daemon's clock); each also after the warm-up (the first ``warmup``
 fraction of the run, when every patient's model is forked); the VmRSS of the daemon and its
-workers, sampled every few seconds, and its growth from the end of the warm-up to the end; lost
-rows: windows the client got a 201 for that are not in the database, and accepted labels that are not.
-Bounded: at most ``MAX_STREAMS`` streams for at most ``MAX_DURATION_S`` seconds.
+workers, sampled every few seconds, its peak, and its growth from the end of the warm-up to the end; lost
+rows: windows the client got a 201 for that are not in the database, and accepted labels that are not;
+the database's bytes (with its write-ahead log) per stream-hour at the end.
+Bounded: at most ``MAX_STREAMS`` streams of each modality for at most ``MAX_DURATION_S`` seconds.
 """
 
 from __future__ import annotations
@@ -37,14 +42,25 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from app.client import LocalDaemon
+from app.client import LocalDaemon, encode_segment
+from signals.chbmit import read_crops
 from signals.mitbih import NON_PACED
-from signals.replay import ECG_SEGMENT_S, ecg_reference, ecg_requests
+from signals.replay import (
+    ECG_SEGMENT_S,
+    EEG_SEGMENT_S,
+    ReferenceLabels,
+    ecg_reference,
+    ecg_requests,
+    eeg_requests,
+)
 
 MAX_STREAMS = 1000
 MAX_DURATION_S = 3600.0
 RSS_EVERY_S = 5.0
 LABELER = "bench (reference annotations)"
+PLACEHOLDER = "PATIENT"
+BODIES = ("json", "float32")
+Encoded = tuple[bytes, dict[str, str]]  # a request body and its headers, patient ``PLACEHOLDER``
 
 
 def rss_mib(pid: int) -> float:
@@ -75,20 +91,52 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _encode(body: dict[str, Any], encoding: str) -> Encoded:
+    if encoding == "json":
+        return json.dumps(body).encode(), {"Content-Type": "application/json"}
+    return encode_segment(body, encoding)
+
+
 @cache
-def encoded_segments(record: str, count: int, r_peaks: bool) -> tuple[bytes, ...]:
-    """The first ``count`` segments of a record as JSON bodies, with ``PATIENT`` as a placeholder."""
-    bodies = ecg_requests(record, patient_id="PATIENT", minutes=count * ECG_SEGMENT_S / 60.0,
+def ecg_segments(record: str, count: int, r_peaks: bool, encoding: str) -> tuple[Encoded, ...]:
+    """The first ``count`` 10 s segments of a MIT-BIH record, encoded."""
+    bodies = ecg_requests(record, patient_id=PLACEHOLDER, minutes=count * ECG_SEGMENT_S / 60.0,
                           include_r_peaks=r_peaks)
-    return tuple(json.dumps(body).encode() for body in bodies)
+    return tuple(_encode(body, encoding) for body in bodies)
+
+
+@cache
+def eeg_segments(patient: str, count: int, encoding: str) -> tuple[Encoded, ...]:
+    """``count`` 2 s segments of a CHB-MIT patient's staged crops played back to back, encoded."""
+    files = [f for crop in read_crops() if crop.patient == patient for f in (crop.seizure_file, crop.after60_file)]
+    bodies: list[dict[str, Any]] = []
+    while len(bodies) < count:
+        for path in files:
+            for body in eeg_requests(path, patient_id=PLACEHOLDER):
+                if len(bodies) == count:
+                    break
+                body["start"] = len(bodies) * EEG_SEGMENT_S
+                bodies.append(body)
+    return tuple(_encode(body, encoding) for body in bodies)
+
+
+def for_patient(segment: Encoded, patient_id: str) -> Encoded:
+    """A template segment for one patient (its id is in the body for JSON, in the header for binary)."""
+    content, headers = segment
+    name = json.dumps(patient_id)
+    if "X-Biofo-Segment" in headers:
+        return content, {**headers, "X-Biofo-Segment": headers["X-Biofo-Segment"].replace(f'"{PLACEHOLDER}"', name, 1)}
+    return content.replace(f'"{PLACEHOLDER}"'.encode(), name.encode(), 1), headers
 
 
 @dataclass
 class Stream:
     index: int
-    record: str
     patient_id: str
     offset_s: float
+    segment_s: float
+    segments: tuple[Encoded, ...]
+    reference: ReferenceLabels | None  # None: nobody labels this stream
     post_ms: list[float] = field(default_factory=list)
     post_sent_s: list[float] = field(default_factory=list)  # when each of them was sent, from t0
     label_post_ms: list[float] = field(default_factory=list)
@@ -101,24 +149,22 @@ class Stream:
 
 
 async def device(stream: Stream, client: httpx.AsyncClient, clinician: str, t0: float, duration: float,
-                 r_peaks: bool, labels: set[asyncio.Task], bar: tqdm) -> None:
-    segments = encoded_segments(stream.record, int(duration // ECG_SEGMENT_S) + 1, r_peaks)
-    reference = ecg_reference(stream.record)
-    for k, template in enumerate(segments):
-        due = t0 + stream.offset_s + (k + 1) * ECG_SEGMENT_S
+                 labels: set[asyncio.Task], bar: tqdm) -> None:
+    for k, template in enumerate(stream.segments):
+        due = t0 + stream.offset_s + (k + 1) * stream.segment_s
         if due - t0 > duration:
             return
         if time.monotonic() - t0 > duration:
             # Bounded: a daemon that fell behind leaves the rest of this device's backlog unsent.
-            stream.unsent = sum(1 for j in range(k, len(segments))
-                                if stream.offset_s + (j + 1) * ECG_SEGMENT_S <= duration)
+            stream.unsent = sum(1 for j in range(k, len(stream.segments))
+                                if stream.offset_s + (j + 1) * stream.segment_s <= duration)
             return
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        body = template.replace(b'"PATIENT"', json.dumps(stream.patient_id).encode(), 1)
+        content, headers = for_patient(template, stream.patient_id)
         sent = time.monotonic()
         stream.lag_s.append(sent - due)
         try:
-            response = await client.post("/v1/windows", content=body, headers={"Content-Type": "application/json"})
+            response = await client.post("/v1/windows", content=content, headers=headers)
         except httpx.HTTPError as error:
             stream.errors.append(f"segment {k}: {type(error).__name__}")
             continue
@@ -132,6 +178,9 @@ async def device(stream: Stream, client: httpx.AsyncClient, clinician: str, t0: 
         stream.windows_acknowledged += len(windows)
         stream.windows_at.append((answered, len(windows)))
         bar.update(1)
+        reference = stream.reference
+        if reference is None:
+            continue
         labelled = next(({"window_id": w["id"], "label": cls, "labeled_by": LABELER} for w in windows
                          if (cls := reference.label_at(w["offset_s"])) is not None), None)
         if labelled is not None:
@@ -165,7 +214,7 @@ async def sample_rss(pid: int, t0: float, samples: list[tuple[float, float]], st
     samples.append((time.monotonic() - t0, rss_mib(pid)))
 
 
-async def drive(daemon: LocalDaemon, streams: list[Stream], duration: float, r_peaks: bool, progress: bool
+async def drive(daemon: LocalDaemon, streams: list[Stream], duration: float, progress: bool
                 ) -> tuple[float, float, list[tuple[float, float]]]:
     """Run every device; returns the run's length, its start on the wall clock, and the RSS samples."""
     device_token, clinician = daemon.create_token("device"), daemon.create_token("clinician")
@@ -173,14 +222,13 @@ async def drive(daemon: LocalDaemon, streams: list[Stream], duration: float, r_p
     rss: list[tuple[float, float]] = []
     stop = asyncio.Event()
     labels: set[asyncio.Task] = set()
-    expected = sum(int((duration - s.offset_s) // ECG_SEGMENT_S) for s in streams)
+    expected = sum(int((duration - s.offset_s) // s.segment_s) for s in streams)
     async with httpx.AsyncClient(base_url=daemon.url, limits=limits, timeout=300.0,
                                  headers={"Authorization": f"Bearer {device_token}"}) as client:
         t0, wall0 = time.monotonic(), time.time()
         sampler = asyncio.create_task(sample_rss(daemon.pid, t0, rss, stop))
         with tqdm(total=expected, desc=f"{len(streams)} streams", unit="segment", disable=not progress) as bar:
-            await asyncio.gather(*(device(s, client, clinician, t0, duration, r_peaks, labels, bar)
-                                   for s in streams))
+            await asyncio.gather(*(device(s, client, clinician, t0, duration, labels, bar) for s in streams))
         while labels:
             await asyncio.gather(*list(labels))
         elapsed = time.monotonic() - t0
@@ -214,6 +262,7 @@ def stored(db: Path, streams: list[Stream], warm_from: float) -> dict[str, Any]:
             "SELECT l.at, u.at FROM update_labels ul JOIN labels l ON l.id = ul.label_id"
             " JOIN updates u ON u.id = ul.update_id")]
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    db_bytes = sum(f.stat().st_size for f in db.parent.glob(db.name + "*"))
     lost_windows = sum(max(0, s.windows_acknowledged - per_patient.get(s.patient_id, 0)) for s in streams)
     unacknowledged = sum(max(0, per_patient.get(s.patient_id, 0) - s.windows_acknowledged) for s in streams)
     accepted = {i for s in streams for i in s.label_ids}
@@ -224,27 +273,45 @@ def stored(db: Path, streams: list[Stream], warm_from: float) -> dict[str, Any]:
         "label_to_update_ms": [ms for _, ms in timed],
         "label_to_update_ms_warm": [ms for at, ms in timed if at >= warm_from],
         "integrity_check": integrity,
+        "db_bytes": db_bytes,
     }
+
+
+def plan_streams(streams: int, eeg_streams: int, duration: float, device_r_peaks: bool, body: str, seed: int
+                 ) -> list[Stream]:
+    rng = random.Random(seed)
+    eeg_patients = sorted({crop.patient for crop in read_crops()})
+    ecg_count, eeg_count = int(duration // ECG_SEGMENT_S) + 1, int(duration // EEG_SEGMENT_S) + 1
+    plan = [Stream(i, f"bench-{i:03d}", rng.uniform(0.0, ECG_SEGMENT_S), ECG_SEGMENT_S,
+                   ecg_segments(NON_PACED[i % len(NON_PACED)], ecg_count, device_r_peaks, body),
+                   ecg_reference(NON_PACED[i % len(NON_PACED)]))
+            for i in range(streams)]
+    plan += [Stream(streams + j, f"bench-eeg-{j:03d}", rng.uniform(0.0, EEG_SEGMENT_S), EEG_SEGMENT_S,
+                    eeg_segments(eeg_patients[j % len(eeg_patients)], eeg_count, body), None)
+             for j in range(eeg_streams)]
+    return plan
 
 
 def run(
     streams: int = 20, duration: float = 60.0, device_r_peaks: bool = False, warmup: float = 0.2, seed: int = 0,
-    out: str | None = None, progress: bool = False,
+    out: str | None = None, progress: bool = False, eeg_streams: int = 0, body: str = "json",
+    max_resident: int | None = None,
 ) -> dict[str, Any]:
-    if not 1 <= streams <= MAX_STREAMS or not ECG_SEGMENT_S * 2 <= duration <= MAX_DURATION_S:
-        raise ValueError(f"streams must be 1..{MAX_STREAMS} and duration {2 * ECG_SEGMENT_S}..{MAX_DURATION_S} s")
-    rng = random.Random(seed)
-    plan = [Stream(i, NON_PACED[i % len(NON_PACED)], f"bench-{i:03d}", rng.uniform(0.0, ECG_SEGMENT_S))
-            for i in range(streams)]
-    for record in {s.record for s in plan}:
-        encoded_segments(record, int(duration // ECG_SEGMENT_S) + 1, device_r_peaks)
+    if not 1 <= streams <= MAX_STREAMS or not 0 <= eeg_streams <= MAX_STREAMS:
+        raise ValueError(f"streams must be 1..{MAX_STREAMS} and eeg_streams 0..{MAX_STREAMS}")
+    if not ECG_SEGMENT_S * 2 <= duration <= MAX_DURATION_S:
+        raise ValueError(f"duration must be {2 * ECG_SEGMENT_S}..{MAX_DURATION_S} s")
+    if body not in BODIES:
+        raise ValueError(f"body must be one of {BODIES}")
+    plan = plan_streams(streams, eeg_streams, duration, device_r_peaks, body, seed)
+    env = {} if max_resident is None else {"BIOFO_MAX_RESIDENT_MODELS": str(max_resident)}
     with tempfile.TemporaryDirectory(prefix="biofo-bench-daemon-") as scratch:
         folder = Path(out) if out else Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("bench.db*"):
             stale.unlink()
-        with LocalDaemon(folder / "bench.db", folder / "daemon.log") as daemon:
-            elapsed, wall0, rss = asyncio.run(drive(daemon, plan, duration, device_r_peaks, progress))
+        with LocalDaemon(folder / "bench.db", folder / "daemon.log", env) as daemon:
+            elapsed, wall0, rss = asyncio.run(drive(daemon, plan, duration, progress))
             wait_applied(daemon, plan)
             sigterm_status = daemon.stop(signal.SIGTERM)
         rows = stored(folder / "bench.db", plan, wall0 + warmup * duration)
@@ -257,8 +324,11 @@ def run(
     growth = (rss[-1][1] - warm[0]) / warm[0] if warm else None
     return {
         "streams": streams,
+        "eeg_streams": eeg_streams,
         "duration_s": duration,
         "device_r_peaks": device_r_peaks,
+        "body": body,
+        "max_resident": max_resident,
         "elapsed_s": elapsed,
         "segments": len(post_ms),
         "segments_unsent": sum(s.unsent for s in plan),
@@ -269,6 +339,8 @@ def run(
         "max_post_ms": max(post_ms, default=None),
         "p50_post_ms_after_warmup": percentile(warm_post_ms, 50),
         "p99_post_ms_after_warmup": percentile(warm_post_ms, 99),
+        "p99_post_ms_ecg": percentile([v for s in plan[:streams] for v in s.post_ms], 99),
+        "p99_post_ms_eeg": percentile([v for s in plan[streams:] for v in s.post_ms], 99),
         "p99_lag_s": percentile(lag, 99),
         "labels": len(label_post_ms),
         "p50_label_post_ms": percentile(label_post_ms, 50),
@@ -279,8 +351,11 @@ def run(
         "rss_mib_start": rss[0][1] if rss else None,
         "rss_mib_after_warmup": warm[0] if warm else None,
         "rss_mib_end": rss[-1][1] if rss else None,
+        "peak_rss_mib": max(mib for _, mib in rss) if rss else None,
         "rss_growth": growth,
         "rss_mib": [[round(t, 1), round(mib, 1)] for t, mib in rss],
+        "db_bytes": rows["db_bytes"],
+        "db_bytes_per_stream_hour": rows["db_bytes"] / ((streams + eeg_streams) * elapsed / 3600.0),
         "lost_windows": rows["lost_windows"],
         "windows_stored_unacknowledged": rows["windows_stored_unacknowledged"],
         "lost_labels": rows["lost_labels"],
