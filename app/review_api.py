@@ -12,7 +12,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.responses import StreamingResponse
 
 from app.alarms import alarm_payload
-from app.api import BODY_ERRORS, Clinician, RowId, _live, accept_labels, error_responses
+from app.api import (
+    BODY_ERRORS,
+    Clinician,
+    RowId,
+    _live,
+    _unprocessable,
+    accept_labels,
+    error_responses,
+)
 from app.deps import EventsDep, MetricsDep, RegistryDep, StoreDep, TemplatesDep, WorkerDep
 from app.modalities import MODALITIES
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback
@@ -51,6 +59,8 @@ from signals.templates import THRESHOLD
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 403, 503))
 PatientId = Annotated[str, Path(pattern=PATIENT_ID.pattern)]
+StreamSecond = Annotated[float, Query(ge=0, le=10 * 365 * 86400, description="Seconds since the stream began")]
+SpanSeconds = Annotated[float, Query(gt=0, le=60)]
 OVERLAY_MAX = 40
 SEIZURE = "seizure"
 METHOD = (
@@ -209,8 +219,8 @@ def _stitched(
 @router.get("/strips/ecg/{patient_id}", response_model=StripOut, responses=error_responses(404))
 def rhythm_strip(
     token: Clinician, live: EcgLive, store: StoreDep,
-    start: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 0.0,
-    duration: Annotated[float, Query(gt=0, le=60)] = 10.0,
+    start: StreamSecond = 0.0,
+    duration: SpanSeconds = 10.0,
 ) -> StripOut:
     """Both leads from ``start`` for ``duration`` seconds, rebuilt from the stored beats, with every beat's
     predicted class and label in force."""
@@ -239,8 +249,8 @@ EegLive = Annotated[LiveModel, Depends(_eeg)]
 @router.get("/strips/eeg/{patient_id}", response_model=EegPageOut, responses=error_responses(404))
 def eeg_page(
     token: Clinician, live: EegLive, store: StoreDep,
-    start: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 0.0,
-    duration: Annotated[float, Query(gt=0, le=60)] = 10.0,
+    start: StreamSecond = 0.0,
+    duration: SpanSeconds = 10.0,
 ) -> EegPageOut:
     """A page of EEG: every channel of the montage from ``start`` for ``duration`` seconds, rebuilt from
     the stored windows, with each window's prediction and label in force."""
@@ -266,15 +276,13 @@ def label_interval(
     # A window belongs to the page when all of it does (1 ms of slack for offsets stored as floats).
     rows = store.windows_between(live.row.id, body.start - 1e-3, end - EEG_WINDOW_S + 1e-3, with_samples=False)
     if not rows:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[
-            {"loc": ["body", "start"], "msg": f"no whole {EEG_WINDOW_S:g} s window of patient "
-             f"'{live.row.patient_id}' lies on the page {body.start:g}-{end:g} s", "type": "value_error"}])
+        raise _unprocessable(["start"], f"no whole {EEG_WINDOW_S:g} s window of patient "
+                             f"'{live.row.patient_id}' lies on the page {body.start:g}-{end:g} s")
     names = [EEG_CLASSES[window_class(window_ictal_fraction([(body.onset, body.offset)], r["offset_s"], EEG_WINDOW_S))]
              for r in rows]
     if SEIZURE not in names:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[
-            {"loc": ["body", "offset"], "msg": f"the interval {body.onset:g}-{body.offset:g} s covers no window by half "
-             f"or more ({EEG_WINDOW_S / 2:g} s); nothing would be labelled seizure", "type": "value_error"}])
+        raise _unprocessable(["offset"], f"the interval {body.onset:g}-{body.offset:g} s covers no window by half "
+                             f"or more ({EEG_WINDOW_S / 2:g} s); nothing would be labelled seizure")
     items = [LabelIn(window_id=r["id"], label=name, labeled_by=body.labeled_by) for r, name in zip(rows, names)]
     out = accept_labels(items, token, store, registry, metrics, worker)
     return IntervalOut(

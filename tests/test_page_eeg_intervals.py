@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from conftest import Daemon, start_daemon
+from conftest import start_daemon
 from playwright.sync_api import Browser, Page, expect
-from test_page import ARTIFACTS, CSP_LISTENER, _post_all, _token
+from test_page import ARTIFACTS, _post_all, _token
+from test_page_workflow import Served, _signed_in
 
 from signals import replay
 from signals.datafiles import require
@@ -21,12 +21,6 @@ CROP = "chbmit/crops/after60/chb01_21_le.edf"
 PATIENT = "chb01-review"
 CLINICIAN = "Dr Grace"
 SEIZURE_END_S = 33.0
-
-
-@dataclass
-class Served:
-    daemon: Daemon
-    clinician: str
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 client, replay.eeg_requests(require(CROP), patient_id=PATIENT, minutes=1.0)
             )
         assert [w["offset_s"] for w in windows] == [2.0 * k for k in range(30)]
-        yield Served(daemon, clinician)
+        yield Served(daemon, clinician, device)
     finally:
         daemon.stop()
 
@@ -79,16 +73,8 @@ def _x(page: Page, t: float, start: float) -> float:
 def test_interval_by_drag_and_by_keys_labels_the_page_in_order_and_undoes_whole(
     served: Served, browser: Browser
 ) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    context.expose_function("reportCsp", lambda violation: problems.append(f"csp: {violation}"))
-    context.add_init_script(CSP_LISTENER)
-    page = context.new_page()
-    page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
-    page.on(
-        "console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None
-    )
-    writes: list[str] = []
+    context, page, problems = _signed_in(served, browser)
+    writes: list[str] = []  # every write the page makes
     page.on(
         "request",
         lambda r: (
@@ -97,10 +83,6 @@ def test_interval_by_drag_and_by_keys_labels_the_page_in_order_and_undoes_whole(
             else None
         ),
     )
-    page.goto(f"{served.daemon.url}/login")
-    page.fill("#token", served.clinician)
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{served.daemon.url}/")
     page.goto(f"{served.daemon.url}/patients/eeg/{PATIENT}/pages?start=30")
     root = page.locator("#eeg-pages")
     expect(root).to_have_attribute("data-ready", "true", timeout=20000)
