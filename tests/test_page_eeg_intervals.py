@@ -119,6 +119,7 @@ def test_interval_by_drag_and_by_keys_labels_the_page_in_order_and_undoes_whole(
     assert [u["label_id"] for u in updates] == [r["id"] for r in dragged]
     assert [u["version_after"] for u in updates] == list(range(1, 6))
     expect(root).to_have_attribute("data-seizure-labels", "2")
+    expect(root).to_have_attribute("data-onset", "")  # the marks are cleared once labelled
 
     # Undo: every label of the interval retracted together, one rebuild, one new version.
     page.keyboard.press("u")

@@ -190,6 +190,7 @@
       const seizure = out.windows.filter((w) => w.label === SEIZURE).length;
       state.actions.push({ labelIds: out.label_ids, onset: body.onset, offset: body.offset, start: body.start });
       root.dataset.actions = String(state.actions.length);
+      clearMarks();
       ui.last.replaceChildren(
         b.el("strong", { text: "Seizure " + seconds(body.onset) + " – " + seconds(body.offset) }),
         document.createTextNode(": " + seizure + " windows seizure, " + (out.windows.length - seizure) +
