@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from app.auth import requires
 from app.deps import IngestorDep, MetricsDep, RegistryDep, StoreDep, WorkerDep
+from app.metrics import Metrics
 from app.modalities import MODALITIES
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback, Registry, UnknownCheckpoint
 from app.schemas import (
@@ -23,6 +24,7 @@ from app.schemas import (
     EnergyTotal,
     ErrorOut,
     LabelHistory,
+    LabelIn,
     LabelOut,
     LabelsIn,
     LabelsOut,
@@ -45,6 +47,7 @@ from app.schemas import (
 )
 from app.segment_body import SegmentBody, openapi_request_body, segment_body
 from app.store import LabelRow, Store, Token
+from app.worker import UpdateWorker
 from signals.errors import SegmentConflict, SegmentRejected
 
 
@@ -116,10 +119,18 @@ def post_labels(
     body: LabelsIn, token: Clinician, store: StoreDep, registry: RegistryDep, metrics: MetricsDep, worker: WorkerDep
 ) -> LabelsOut:
     """Append labels; they are durable when this returns, and the update worker applies them in order."""
-    windows = store.windows_by_id([item.window_id for item in body.labels])
+    return accept_labels(body.labels, token, store, registry, metrics, worker)
+
+
+def accept_labels(
+    items: list[LabelIn], token: Token, store: Store, registry: Registry, metrics: Metrics, worker: UpdateWorker
+) -> LabelsOut:
+    """Store labels in the order given, one row each, and wake the update worker: every action that
+    labels windows (one label, a template, an interval) comes through here."""
+    windows = store.windows_by_id([item.window_id for item in items])
     rows = []
     first_index: dict[int, int] = {}
-    for index, item in enumerate(body.labels):
+    for index, item in enumerate(items):
         # Two labels for one window in one request leave "latest wins" to the order of a list.
         earlier = first_index.setdefault(item.window_id, index)
         if earlier != index:
@@ -142,7 +153,7 @@ def post_labels(
             )
         rows.append((item.window_id, window["model_id"], item.label, item.labeled_by, token.id))
     label_ids = store.insert_labels(rows)
-    for item in body.labels:
+    for item in items:
         window = windows[item.window_id]
         registry.note_label(window["model_id"], item.window_id, item.label, window["predicted"])
     metrics.labels.inc(len(label_ids))

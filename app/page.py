@@ -1,5 +1,5 @@
-"""The clinician page: sign-in with a clinician token, the patient list, the labelling queue and the
-timeline. Pages are server-rendered shells; their scripts (static files, no inline code: the CSP
+"""The clinician page: sign-in with a clinician token, the patient list, the labelling queue, the
+timeline, and the review views (ECG templates and rhythm strip, EEG pages). Pages are server-rendered shells; their scripts (static files, no inline code: the CSP
 forbids it) read and write through the /v1 API, authenticated by the session cookie."""
 
 from __future__ import annotations
@@ -171,3 +171,8 @@ def templates_view(patient_id: str, request: Request, user: User, registry: Regi
 @router.get("/patients/ecg/{patient_id}/strip")
 def strip_view(patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
     return _patient_page(request, user, registry, "ecg", patient_id, "strip.html")
+
+
+@router.get("/patients/eeg/{patient_id}/pages")
+def eeg_pages_view(patient_id: str, request: Request, user: User, registry: RegistryDep) -> Response:
+    return _patient_page(request, user, registry, "eeg", patient_id, "eeg_pages.html")

@@ -1,5 +1,5 @@
-"""The v1 routes of the clinician's review workflow: beat templates, rhythm strips, alarms, live
-events, and undoing a whole template action. Authentication and roles as the other /v1 routes."""
+"""The v1 routes of the clinician's review workflow: beat templates, rhythm strips, EEG pages and
+seizure intervals, alarms, live events, and undoing a whole action (a template, an interval). Authentication and roles as the other /v1 routes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.responses import StreamingResponse
 
 from app.alarms import alarm_payload
-from app.api import BODY_ERRORS, Clinician, RowId, _live, error_responses
-from app.deps import EventsDep, MetricsDep, RegistryDep, StoreDep, TemplatesDep
+from app.api import (
+    BODY_ERRORS,
+    Clinician,
+    RowId,
+    _live,
+    _unprocessable,
+    accept_labels,
+    error_responses,
+)
+from app.deps import EventsDep, MetricsDep, RegistryDep, StoreDep, TemplatesDep, WorkerDep
+from app.modalities import MODALITIES
 from app.registry import AlreadyRetracted, LiveModel, PredatesRollback
 from app.schemas import (
     PATIENT_ID,
@@ -21,8 +30,13 @@ from app.schemas import (
     AlarmDelivery,
     AlarmOut,
     AlarmsOut,
+    EegPageOut,
     GroupUndoIn,
     GroupUndoOut,
+    IntervalIn,
+    IntervalOut,
+    IntervalWindow,
+    LabelIn,
     Modality,
     StripBeat,
     StripOut,
@@ -33,12 +47,22 @@ from app.schemas import (
 from app.store import LabelRow, Store
 from app.templates import TemplateBooks
 from signals.ecg_features import CONTEXT_AFTER_S, CONTEXT_BEFORE_S, DEFAULT_WINDOW, ECG_FS
+from signals.eeg_features import (
+    EEG_CLASSES,
+    EEG_FS,
+    EEG_WINDOW_S,
+    window_class,
+    window_ictal_fraction,
+)
 from signals.stitch import stitch
 from signals.templates import THRESHOLD
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 403, 503))
 PatientId = Annotated[str, Path(pattern=PATIENT_ID.pattern)]
+StreamSecond = Annotated[float, Query(ge=0, le=10 * 365 * 86400, description="Seconds since the stream began")]
+SpanSeconds = Annotated[float, Query(gt=0, le=60)]
 OVERLAY_MAX = 40
+SEIZURE = "seizure"
 METHOD = (
     "online leader clustering in arrival order: a beat joins the template (same RR group: premature if the "
     "previous RR < 0.85 x local mean) whose mean waveform (both leads) correlates best with it, if r >= threshold"
@@ -173,30 +197,98 @@ def undo_labels(
 # Rhythm strip -------------------------------------------------------------------------------------
 
 
+def _stitched(
+    store: Store, live: LiveModel, start: float, duration: float, before_s: float, after_s: float,
+) -> tuple[np.ndarray, list[str], list[dict], dict]:
+    """The stream from ``start`` for ``duration`` s rebuilt from the stored windows whose offset lies
+    within ``before_s`` before to ``after_s`` after it (how far one window's samples reach), the
+    channel names, the windows that start in the span, and the stream's span."""
+    modality = MODALITIES[live.row.modality]
+    rows = store.windows_between(live.row.id, start - before_s, start + duration + after_s)
+    pieces, channels = [], modality.plot_channels([], 2)
+    for row in rows:
+        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        # An ECG beat's samples begin ``marker`` samples before its R peak; an EEG window's at its offset.
+        pieces.append((row["offset_s"] - (row["marker"] or 0) / modality.plot_fs, samples))
+        channels = modality.plot_channels(json.loads(row["channels"]), samples.shape[0])
+    signal = stitch(pieces, modality.plot_fs, start, duration, len(channels))
+    shown = [r for r in rows if start <= r["offset_s"] < start + duration]
+    return signal, channels, shown, store.stream_span(live.row.id)
+
+
 @router.get("/strips/ecg/{patient_id}", response_model=StripOut, responses=error_responses(404))
 def rhythm_strip(
     token: Clinician, live: EcgLive, store: StoreDep,
-    start: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 0.0,
-    duration: Annotated[float, Query(gt=0, le=60)] = 10.0,
+    start: StreamSecond = 0.0,
+    duration: SpanSeconds = 10.0,
 ) -> StripOut:
     """Both leads from ``start`` for ``duration`` seconds, rebuilt from the stored beats, with every beat's
     predicted class and label in force."""
-    rows = store.windows_between(live.row.id, start - CONTEXT_AFTER_S, start + duration + CONTEXT_BEFORE_S)
-    pieces, channels, n_channels = [], ["lead 1", "lead 2"], 2
-    for row in rows:
-        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
-        pieces.append((row["offset_s"] - row["marker"] / ECG_FS, samples))
-        n_channels = samples.shape[0]
-        names = json.loads(row["channels"])
-        if len(names) == n_channels:
-            channels = names
-    signal = stitch(pieces, ECG_FS, start, duration, n_channels)
-    span = store.stream_span(live.row.id)
-    beats = [StripBeat(id=r["id"], offset_s=r["offset_s"], predicted=r["predicted"], label=r["label"])
-             for r in rows if start <= r["offset_s"] < start + duration]
+    signal, channels, rows, span = _stitched(store, live, start, duration, CONTEXT_AFTER_S, CONTEXT_BEFORE_S)
     return StripOut(
         patient_id=live.row.patient_id, start=start, duration=duration, fs=ECG_FS, channels=channels,
-        samples=_rounded(signal), beats=beats, stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
+        samples=_rounded(signal), beats=_marks(rows), stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
+    )
+
+
+def _marks(rows: list[dict]) -> list[StripBeat]:
+    return [StripBeat(id=r["id"], offset_s=r["offset_s"], predicted=r["predicted"], label=r["label"]) for r in rows]
+
+
+# EEG pages and seizure intervals ------------------------------------------------------------------
+
+
+def _eeg(registry: RegistryDep, patient_id: PatientId) -> LiveModel:
+    """The patient's EEG model named by the path, or 404."""
+    return _live(registry, "eeg", patient_id)
+
+
+EegLive = Annotated[LiveModel, Depends(_eeg)]
+
+
+@router.get("/strips/eeg/{patient_id}", response_model=EegPageOut, responses=error_responses(404))
+def eeg_page(
+    token: Clinician, live: EegLive, store: StoreDep,
+    start: StreamSecond = 0.0,
+    duration: SpanSeconds = 10.0,
+) -> EegPageOut:
+    """A page of EEG: every channel of the montage from ``start`` for ``duration`` seconds, rebuilt from
+    the stored windows, with each window's prediction and label in force."""
+    signal, channels, rows, span = _stitched(store, live, start, duration, EEG_WINDOW_S, 0.0)
+    return EegPageOut(
+        patient_id=live.row.patient_id, start=start, duration=duration, fs=EEG_FS, window_s=EEG_WINDOW_S,
+        channels=channels, samples=_rounded(signal), windows=_marks(rows),
+        stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
+    )
+
+
+@router.post("/intervals/eeg/{patient_id}", status_code=status.HTTP_202_ACCEPTED, response_model=IntervalOut,
+             responses={**BODY_ERRORS, **error_responses(404)})
+def label_interval(
+    body: IntervalIn, token: Clinician, live: EegLive, store: StoreDep, registry: RegistryDep,
+    metrics: MetricsDep, worker: WorkerDep,
+) -> IntervalOut:
+    """Label a page by a seizure interval, in one action: each whole window of the page becomes
+    ``seizure`` when at least half of it lies between onset and offset, and ``background`` otherwise.
+    The labels are stored in time order, so the model learns them in that order, one update each;
+    ``POST /v1/retractions`` with the answer's ``label_ids`` undoes the interval as a whole."""
+    end = body.start + body.duration
+    # A window belongs to the page when all of it does (1 ms of slack for offsets stored as floats).
+    rows = store.windows_between(live.row.id, body.start - 1e-3, end - EEG_WINDOW_S + 1e-3, with_samples=False)
+    if not rows:
+        raise _unprocessable(["start"], f"no whole {EEG_WINDOW_S:g} s window of patient "
+                             f"'{live.row.patient_id}' lies on the page {body.start:g}-{end:g} s")
+    names = [EEG_CLASSES[window_class(window_ictal_fraction([(body.onset, body.offset)], r["offset_s"], EEG_WINDOW_S))]
+             for r in rows]
+    if SEIZURE not in names:
+        raise _unprocessable(["offset"], f"the interval {body.onset:g}-{body.offset:g} s covers no window by half "
+                             f"or more ({EEG_WINDOW_S / 2:g} s); nothing would be labelled seizure")
+    items = [LabelIn(window_id=r["id"], label=name, labeled_by=body.labeled_by) for r, name in zip(rows, names)]
+    out = accept_labels(items, token, store, registry, metrics, worker)
+    return IntervalOut(
+        **out.model_dump(),
+        windows=[IntervalWindow(window_id=r["id"], offset_s=r["offset_s"], label=name, label_id=label_id)
+                 for r, name, label_id in zip(rows, names, out.label_ids)],
     )
 
 

@@ -443,6 +443,51 @@ class StripOut(BaseModel):
     stream_end: float = Field(description="Offset of the stream's last beat")
 
 
+class EegPageOut(BaseModel):
+    patient_id: str
+    start: float
+    duration: float
+    fs: float
+    window_s: float = Field(description="Length of one window; the page's windows tile it")
+    channels: list[str]
+    samples: list[list[float | None]] = Field(
+        description="channels x samples from `start`, uV; null where no stored window covers the time")
+    windows: list[StripBeat] = Field(description="The windows that start on the page, in time order")
+    stream_start: float = Field(description="Offset of the stream's first window (for paging)")
+    stream_end: float = Field(description="Offset of the stream's last window")
+
+
+class IntervalIn(Strict):
+    """A seizure marked on a page: its onset and offset, in seconds since the stream began."""
+
+    start: float = Field(ge=0, le=10 * 365 * 86400, description="The page's first second")
+    duration: float = Field(default=10.0, gt=0, le=60, description="The page's length in seconds")
+    onset: float = Field(ge=0, le=10 * 365 * 86400)
+    offset: float = Field(ge=0, le=10 * 365 * 86400)
+    labeled_by: str = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _inside(self) -> IntervalIn:
+        if not self.onset < self.offset:
+            raise ValueError("onset must come before offset")
+        if self.onset < self.start or self.offset > self.start + self.duration:
+            raise ValueError("the interval must lie on the page: start <= onset < offset <= start + duration")
+        return self
+
+
+class IntervalWindow(BaseModel):
+    window_id: int
+    offset_s: float
+    label: str
+    label_id: int
+
+
+class IntervalOut(LabelsOut):
+    windows: list[IntervalWindow] = Field(
+        description="Every whole window of the page with the label it got, in time order; a window is "
+        "seizure when at least half of it lies in the interval (the rule the training data is labelled by)")
+
+
 class AlarmDelivery(BaseModel):
     url: str
     attempts: int

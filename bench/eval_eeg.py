@@ -6,9 +6,9 @@ For each patient P:
    class-balanced batches of 64) trained on the crop windows of every *other* patient;
 2. leave-one-seizure-out: for each seizure s of P, a fork of that base learns the windows of P's
    other seizures (their ictal crop, then the crop 60 s later), one label at a time (batch 1),
-   as a clinician would label them in the daemon, then two more shuffled rounds over those
-   labels (``consolidate``, this benchmark's own extra passes: the daemon learns each label once,
-   by ``models.adaptation.PATIENT_POLICY``); then it scores s's two crops;
+   as a clinician would label them in the daemon, each learned exactly as the daemon learns a
+   label (``models.adaptation.PATIENT_POLICY``, the policy ECG shares: the label's update plus
+   class-balanced rehearsal of the patient's earlier labels); then it scores s's two crops;
 3. post-processing, tuned on the training folds only: an alarm needs ``k`` consecutive windows
    with P(seizure) ≥ ``threshold``; (threshold, k) is chosen on the fork's prequential
    predictions of its training windows (each predicted before it was learned), maximising
@@ -35,7 +35,7 @@ overlap, 300 s split, 90 s merge) by a fork that learned the crops of every othe
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,13 @@ from tqdm import tqdm
 from app.registry import fork
 from bench import datasets, false_alarms, report
 from bench.training import balanced_batches, single_thread, with_rule
-from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, WindowTable
+from models.adaptation import PATIENT_POLICY
 from signals import classification
+from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, WindowTable
 
 BASE_STEPS = 1400  # about 20 epochs of the other patients' windows at batch 64
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 CONSECUTIVE = (1, 2, 3)
-CONSOLIDATION_PASSES = 2  # as for ECG: two more shuffled rounds over the patient's labels
 ANCHOR = "Shoeb & Guttag 2010: 96 % of seizures, median latency 3 s, 2 FP / 24 h"
 TARGETS = {"detected_fraction": 0.96, "median_latency_s": 5.0, "postictal_specificity": 0.95}
 FP_PER_HOUR_TARGETS = {"base": 1.0, "after_labels": 0.2}  # seizure-free EEG, pooled
@@ -121,14 +121,6 @@ def _order(table: WindowTable, rows: np.ndarray) -> np.ndarray:
     return index[keys]
 
 
-def consolidate(learner: Any, X: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
-    """``passes`` more rounds over the labels so far, shuffled, one label per update."""
-    rng = np.random.default_rng(seed)
-    for _ in range(passes if len(y) else 0):
-        for j in rng.permutation(len(y)):
-            learner.learn(X[j : j + 1], y[j : j + 1])
-
-
 def base_fork(blob: bytes, rule: str) -> Any:
     """A new patient's model as the daemon forks it; another rule keeps the base's weights."""
     learner = fork(blob, "torch")
@@ -138,20 +130,19 @@ def base_fork(blob: bytes, rule: str) -> Any:
 def adapted_fork(
     blob: bytes, rule: str, table: WindowTable, rows: np.ndarray
 ) -> tuple[Any, PostProcessing]:
-    """A fork of the base that learned these windows one label at a time, then
-    ``CONSOLIDATION_PASSES`` more rounds over them, and the post-processing tuned on its
-    prequential predictions (each window predicted before it was learned)."""
+    """A fork of the base that learned these windows one label at a time by the daemon's policy
+    (a label's sequence number is its position, from 1, as in a new patient's model), and the
+    post-processing tuned on its prequential predictions (each window predicted before it was
+    learned)."""
     learner = base_fork(blob, rule)
+    X, y = table.X[rows], table.y[rows]
     prequential = np.zeros(len(rows))
-    for i, row in enumerate(rows):
-        x, y = table.X[row : row + 1], table.y[row : row + 1]
-        prequential[i] = learner.predict(x)[0, 1]
-        learner.learn(x, y)
+    for i in range(len(rows)):
+        prequential[i] = learner.predict(X[i : i + 1])[0, 1]
+        PATIENT_POLICY.learn(learner, X[i : i + 1], y[i : i + 1], i + 1, y[:i], lambda picks: X[picks])
     if not len(rows):
         return learner, PostProcessing()
-    post = tune(prequential, table.y[rows], _crop_keys(table, rows))
-    consolidate(learner, table.X[rows], table.y[rows], CONSOLIDATION_PASSES, seed=0)
-    return learner, post
+    return learner, tune(prequential, y, _crop_keys(table, rows))
 
 
 def evaluate_patient(
@@ -182,7 +173,7 @@ def evaluate_patient(
             "postictal_quiet": int((~alarm & postictal).sum()),
             "threshold": post.threshold,
             "consecutive": post.consecutive,
-            "training_windows": int(len(train_rows)),
+            "training_windows": len(train_rows),
         })
     return found
 
@@ -330,6 +321,7 @@ def run(
         "anchor": ANCHOR,
         "patients": per_patient,
         "base_steps": base_steps,
+        "adaptation": {"policy": type(PATIENT_POLICY).__name__, **asdict(PATIENT_POLICY)},
         "run_s": time.perf_counter() - started,
     }
     folder = Path(out)
@@ -356,9 +348,13 @@ def _markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# EEG seizure detection, {result['patient']}, rule {result['rule']}",
         "",
-        f"Data: {result['data']}. Cross-patient Bio-FO base per patient ({result['base_steps']} "
-        f"balanced batches of 64 on the other patients), then leave-one-seizure-out, one label "
-        f"at a time. Anchor: {result['anchor']}. Wall time: {result['run_s']:.0f} s.",
+        (
+            f"Data: {result['data']}. Cross-patient Bio-FO base per patient ({result['base_steps']} "
+            f"balanced batches of 64 on the other patients), then leave-one-seizure-out, one label "
+            f"at a time, learned by the daemon's policy {result['adaptation']['policy']} (one update "
+            f"each plus {result['adaptation']['rehearse']} class-balanced rehearsal updates on "
+            f"earlier labels). Anchor: {result['anchor']}. Wall time: {result['run_s']:.0f} s."
+        ),
         "",
         report.markdown_table(
             ["seizures", "detected", "window Se", "post-ictal Sp", "median latency s", "FP/24 h"],

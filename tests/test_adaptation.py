@@ -13,8 +13,8 @@ from app.base_models import load_bases
 from app.energy import detect_meter
 from app.registry import Registry
 from app.store import LabelRow, Store, WindowRecord
-from bench import eval_ecg
-from bench.datasets import beats
+from bench import eval_ecg, eval_eeg
+from bench.datasets import beats, crop_windows
 from models import checkpoint
 from models.adaptation import PATIENT_POLICY, Rehearsal
 from signals.aami import AAMI_CLASSES
@@ -110,8 +110,8 @@ def store_ids(rows: list[LabelRow]) -> set[int]:
 
 
 def test_the_registry_and_the_evaluation_call_the_same_policy_object(ecg_world, monkeypatch) -> None:
-    """Every update the registry and ``biofo eval ecg`` make goes through ``PATIENT_POLICY.learn``;
-    a benchmark that built its own policy, or learned around it, fails here."""
+    """Every update the registry, ``biofo eval ecg`` and ``biofo eval eeg`` make goes through
+    ``PATIENT_POLICY.learn``; a benchmark that built its own policy, or learned around it, fails here."""
     store, registry, _, ids, labels, _ = ecg_world
     callers: list[tuple[str, object]] = []
     original = Rehearsal.learn
@@ -132,7 +132,13 @@ def test_the_registry_and_the_evaluation_call_the_same_policy_object(ecg_world, 
     first = np.flatnonzero(table.time_s < 20.0)
     learner = eval_ecg.fork(eval_ecg.bundled_base(), "torch")
     eval_ecg.adapt(learner, table.X[first], table.y[first], table.X[first])
-    assert [who for who, _ in callers] == ["registry"] * 5 + ["eval"] * first.size
+
+    where["who"] = "eval eeg"
+    crops = crop_windows(["chb02"])
+    rows = eval_eeg._order(crops, crops.patient == "chb02")[:12]
+    learner, _ = eval_eeg.adapted_fork(load_bases()["eeg"].checkpoint, "biofo", crops, rows)
+    assert learner.version == rows.size
+    assert [who for who, _ in callers] == ["registry"] * 5 + ["eval"] * first.size + ["eval eeg"] * rows.size
     assert all(policy is PATIENT_POLICY for _, policy in callers)
     # Nothing under bench/ constructs a policy of its own.
     for path in BENCH.glob("*.py"):

@@ -258,6 +258,22 @@
     ctx.restore();
   }
 
+  /* EEG channels stacked top to bottom: channel k is drawn around y = -k, one band `spacing` µV tall.
+     Returns the shifted rows, the y range and the y axis naming each band; nulls (gaps) stay null. */
+  function eegStack(names, rows, spacing) {
+    return {
+      rows: rows.map((row, k) => row.map((v) => (v === null ? null : v / spacing - k))),
+      range: [-(names.length - 1) - 1, 1],
+      axis: {
+        size: 70, stroke: "#111827", grid: { show: false }, gap: 2,
+        splits: () => names.map((_, k) => -k),
+        values: (u, splits) => splits.map((v) => names[-v] || ""),
+        font: "11px system-ui, sans-serif",
+      },
+      series: names.map((name, k) => ({ label: name, stroke: k % 2 ? "#37474f" : "#0b3d91", width: 1 })),
+    };
+  }
+
   /* Server-sent events of one patient (or all, without arguments): handlers by event name
      ("windows", "model", "alarm", "overflow"). The browser reconnects by itself after a drop. */
   function live(modality, patient, handlers) {
@@ -314,5 +330,6 @@
     isTyping: isTyping,
     widthOf: widthOf,
     markLine: markLine,
+    eegStack: eegStack,
   };
 })();

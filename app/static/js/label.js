@@ -202,9 +202,8 @@
     const n = d.samples[0].length;
     const t = Array.from({ length: n }, (_, i) => d.offset_s + i / fs);
     const names = d.sample_channels;
-    const spacing = Number(ui.scale.value);
-    // Channel k is drawn around y = -k; one channel's band is `spacing` µV tall.
-    const data = [t, ...d.samples.map((row, k) => row.map((v) => v / spacing - k))];
+    const stack = b.eegStack(names, d.samples, Number(ui.scale.value));
+    const data = [t, ...stack.rows];
     zoom.setFull(t[0], t[n - 1]);
     const height = Math.max(260, Math.min(16 * names.length + 60, window.innerHeight - 460));
     const opts = {
@@ -212,17 +211,12 @@
       height: height,
       legend: { show: false },
       cursor: { drag: { x: true, y: false }, points: { show: false } },
-      scales: { x: { time: false }, y: { range: [-(names.length - 1) - 1, 1] } },
+      scales: { x: { time: false }, y: { range: stack.range } },
       axes: [
         { label: "seconds since the stream began", labelSize: 18, size: 34, stroke: "#111827", grid: { stroke: "#e3e7ee" } },
-        {
-          size: 70, stroke: "#111827", grid: { show: false }, gap: 2,
-          splits: () => names.map((_, k) => -k),
-          values: (u, splits) => splits.map((v) => names[-v] || ""),
-          font: "11px system-ui, sans-serif",
-        },
+        stack.axis,
       ],
-      series: [{}, ...names.map((name, k) => ({ label: name, stroke: k % 2 ? "#37474f" : "#0b3d91", width: 1 }))],
+      series: [{}, ...stack.series],
       hooks: zoom.hooks(),
     };
     zoom.add(new uPlot(opts, data, ui.plots));
