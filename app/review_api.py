@@ -30,7 +30,7 @@ from app.schemas import (
     TemplateOut,
     TemplatesOut,
 )
-from app.store import LabelRow, Store
+from app.store import LabelRow, Store, stored_samples
 from app.templates import TemplateBooks
 from signals.ecg_features import CONTEXT_AFTER_S, CONTEXT_BEFORE_S, DEFAULT_WINDOW, ECG_FS
 from signals.stitch import stitch
@@ -65,7 +65,8 @@ def _summaries(store: Store, books: TemplateBooks, live: LiveModel) -> list[tupl
         through = book.seen_through
     states = store.window_states(live.row.id, through)
     out = []
-    for index, group, members in groups:
+    for index, group, assigned in groups:
+        members = [w for w in assigned if w in states]  # retention may have deleted old unlabelled beats
         open_ids = [w for w in members if states[w]["label"] is None]
         predicted = Counter(states[w]["predicted"] for w in open_ids)
         labels = Counter(states[w]["label"] for w in members if states[w]["label"] is not None)
@@ -100,24 +101,26 @@ def get_template(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"patient '{live.row.patient_id}' has no template {index}")
     summary, open_ids = found
-    shown = open_ids
-    if not shown:
-        book = books.current(live.row.id)
-        with book.lock:
-            shown = list(book.clusterer.templates[index].members)
+    book = books.current(live.row.id)
+    with book.lock:
+        members = list(book.clusterer.templates[index].members)
+    # The overlay draws members whose samples are kept (retention drops those of old unlabelled beats):
+    # the unlabelled ones, else any.
+    drawable = store.windows_with_samples(members)
+    shown = [w for w in open_ids if w in drawable] or [w for w in members if w in drawable]
     picks = [shown[int(i)] for i in np.unique(np.linspace(0, len(shown) - 1, min(OVERLAY_MAX, len(shown))).astype(int))]
     pre, post = DEFAULT_WINDOW.pre, DEFAULT_WINDOW.post
     traces, channels = [], ["lead 1", "lead 2"]
     for window_id in picks:
         row = store.window(window_id)
-        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        samples = stored_samples(row)
         r = int(row["marker"])
         piece = stitch([(-r / ECG_FS, samples)], ECG_FS, -pre / ECG_FS, (pre + post) / ECG_FS, samples.shape[0])
         traces.append(piece)
         names = json.loads(row["channels"])
         if len(names) == samples.shape[0]:
             channels = names
-    stacked = np.stack(traces)
+    stacked = np.stack(traces) if traces else np.full((1, 2, pre + post), np.nan)  # nothing drawable: all gaps
     present = np.sum(~np.isnan(stacked), axis=0)
     # A sample no member has (beats at the very start of the stream) stays a gap in the mean too.
     mean = np.divide(np.nansum(stacked, axis=0), present, out=np.full(present.shape, np.nan), where=present > 0)
@@ -183,8 +186,12 @@ def rhythm_strip(
     predicted class and label in force."""
     rows = store.windows_between(live.row.id, start - CONTEXT_AFTER_S, start + duration + CONTEXT_BEFORE_S)
     pieces, channels, n_channels = [], ["lead 1", "lead 2"], 2
+    without_samples = 0
     for row in rows:
-        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        samples = stored_samples(row)
+        if samples is None:
+            without_samples += start <= row["offset_s"] < start + duration
+            continue
         pieces.append((row["offset_s"] - row["marker"] / ECG_FS, samples))
         n_channels = samples.shape[0]
         names = json.loads(row["channels"])
@@ -196,7 +203,7 @@ def rhythm_strip(
              for r in rows if start <= r["offset_s"] < start + duration]
     return StripOut(
         patient_id=live.row.patient_id, start=start, duration=duration, fs=ECG_FS, channels=channels,
-        samples=_rounded(signal), beats=beats, stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
+        samples=_rounded(signal), beats=beats, beats_without_samples=without_samples, stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
     )
 
 
