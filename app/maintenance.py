@@ -44,11 +44,20 @@ def stats(db: str | None = None, progress: bool = False) -> dict[str, Any]:
         store.close()
     policy = RetentionPolicy.from_settings(settings)
     return {
-        "db": str(settings.db), "bytes": size.bytes, "free_bytes": size.free_bytes, "wal_bytes": size.wal_bytes,
-        "page_size": size.page_size, "auto_vacuum": size.auto_vacuum, **found,
-        "oldest_window": _iso(found["oldest_window_at"]), "oldest_sample_kept": _iso(found["oldest_sample_kept_at"]),
-        "retention": {"samples_hours": policy.samples_hours, "windows_hours": policy.windows_hours,
-                      "checkpoints": policy.checkpoints},
+        "db": str(settings.db),
+        "bytes": size.bytes,
+        "free_bytes": size.free_bytes,
+        "wal_bytes": size.wal_bytes,
+        "page_size": size.page_size,
+        "auto_vacuum": size.auto_vacuum,
+        **found,
+        "oldest_window": _iso(found["oldest_window_at"]),
+        "oldest_sample_kept": _iso(found["oldest_sample_kept_at"]),
+        "retention": {
+            "samples_hours": policy.samples_hours,
+            "windows_hours": policy.windows_hours,
+            "checkpoints": policy.checkpoints,
+        },
     }
 
 
@@ -61,8 +70,11 @@ def vacuum(db: str | None = None, full: bool = False, progress: bool = False) ->
         try:
             lock = _instance_lock(settings.db)
         except RuntimeError as error:
-            _fail("vacuum", f"{error}; a full VACUUM holds the database for the whole rewrite: stop the daemon"
-                            " first, or run without --full (incremental, safe while it runs)")
+            _fail(
+                "vacuum",
+                f"{error}; a full VACUUM holds the database for the whole rewrite: stop the daemon"
+                " first, or run without --full (incremental, safe while it runs)",
+            )
         store = Store(settings.db)
         try:
             before = store.size()
@@ -77,9 +89,12 @@ def vacuum(db: str | None = None, full: bool = False, progress: bool = False) ->
         try:
             before = store.size()
             if before.auto_vacuum != "incremental":
-                _fail("vacuum", f"{settings.db} was created with auto_vacuum={before.auto_vacuum}; run"
-                                " 'biofo db vacuum --full' once with the daemon stopped (it also makes later"
-                                " vacuums incremental)")
+                _fail(
+                    "vacuum",
+                    f"{settings.db} was created with auto_vacuum={before.auto_vacuum}; run"
+                    " 'biofo db vacuum --full' once with the daemon stopped (it also makes later"
+                    " vacuums incremental)",
+                )
             longest_ms, left = 0.0, before.free_bytes // before.page_size
             while left:
                 step = time.perf_counter()
@@ -91,9 +106,14 @@ def vacuum(db: str | None = None, full: bool = False, progress: bool = False) ->
         finally:
             store.close()
     return {
-        "db": str(settings.db), "mode": "full" if full else "incremental", "bytes_before": before.bytes,
-        "bytes_after": after.bytes, "freed_bytes": before.bytes - after.bytes, "free_bytes_after": after.free_bytes,
-        "auto_vacuum": after.auto_vacuum, "longest_transaction_ms": longest_ms,
+        "db": str(settings.db),
+        "mode": "full" if full else "incremental",
+        "bytes_before": before.bytes,
+        "bytes_after": after.bytes,
+        "freed_bytes": before.bytes - after.bytes,
+        "free_bytes_after": after.free_bytes,
+        "auto_vacuum": after.auto_vacuum,
+        "longest_transaction_ms": longest_ms,
         "seconds": time.perf_counter() - started,
     }
 

@@ -43,8 +43,12 @@ class RetentionPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
-        return cls(settings.retain_samples_hours, settings.retain_windows_hours, settings.retain_checkpoints,
-                   settings.retain_batch)
+        return cls(
+            settings.retain_samples_hours,
+            settings.retain_windows_hours,
+            settings.retain_checkpoints,
+            settings.retain_batch,
+        )
 
 
 @dataclass
@@ -57,7 +61,9 @@ class RetentionPass:
 
     def _timed(self, started: float) -> None:
         self.transactions += 1
-        self.longest_transaction_ms = max(self.longest_transaction_ms, 1e3 * (time.perf_counter() - started))
+        self.longest_transaction_ms = max(
+            self.longest_transaction_ms, 1e3 * (time.perf_counter() - started)
+        )
 
 
 class Retention:
@@ -75,12 +81,17 @@ class Retention:
         """One pass over everything that has become due since the last one."""
         done = RetentionPass()
         now = self.store.clock()
-        for drop, hours in (("samples", self.policy.samples_hours), ("windows", self.policy.windows_hours)):
+        for drop, hours in (
+            ("samples", self.policy.samples_hours),
+            ("windows", self.policy.windows_hours),
+        ):
             if hours <= 0:
                 continue
             while not self._stop.is_set():
                 started = time.perf_counter()
-                step = self.store.prune_unlabelled(self._after[drop], now - hours * HOUR_S, self.policy.batch, drop)
+                step = self.store.prune_unlabelled(
+                    self._after[drop], now - hours * HOUR_S, self.policy.batch, drop
+                )
                 done._timed(started)
                 self._after[drop] = step.last_id
                 if drop == "samples":
@@ -92,7 +103,9 @@ class Retention:
                 self._stop.wait(self.rest_s)
         while not self._stop.is_set():
             started = time.perf_counter()
-            deleted = self.store.prune_checkpoints(self.policy.checkpoints, CHECKPOINTS_PER_TRANSACTION)
+            deleted = self.store.prune_checkpoints(
+                self.policy.checkpoints, CHECKPOINTS_PER_TRANSACTION
+            )
             done._timed(started)
             done.checkpoints_deleted += deleted
             if deleted < CHECKPOINTS_PER_TRANSACTION:
@@ -102,7 +115,9 @@ class Retention:
         return done
 
     def start(self, every_s: float) -> None:
-        self._thread = threading.Thread(target=self._run, args=(every_s,), name="biofo-retention", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(every_s,), name="biofo-retention", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -118,7 +133,12 @@ class Retention:
                 log.error("retention pass failed (it resumes at the next one): %s", error)
             else:
                 if done.samples_dropped or done.windows_deleted or done.checkpoints_deleted:
-                    log.info("retention: samples of %d windows dropped, %d windows and %d checkpoints deleted;"
-                             " longest transaction %.1f ms", done.samples_dropped, done.windows_deleted,
-                             done.checkpoints_deleted, done.longest_transaction_ms)
+                    log.info(
+                        "retention: samples of %d windows dropped, %d windows and %d checkpoints deleted;"
+                        " longest transaction %.1f ms",
+                        done.samples_dropped,
+                        done.windows_deleted,
+                        done.checkpoints_deleted,
+                        done.longest_transaction_ms,
+                    )
             self._stop.wait(every_s)
