@@ -31,7 +31,7 @@ class Settings:
     retain_windows_hours: float = 168.0  # then their features and prediction this long
     retain_checkpoints: int = 3  # newest periodic/shutdown checkpoints per patient (fork, rollback, undo: all)
     retain_every_s: float = 60.0  # seconds between retention passes
-    retain_batch: int = 100  # windows looked at per retention transaction (about 20 ms on this box)
+    retain_batch: int = 100  # windows looked at per retention transaction
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
