@@ -46,7 +46,7 @@ from app.schemas import (
     WindowsOut,
 )
 from app.segment_body import SegmentBody, openapi_request_body, segment_body
-from app.store import LabelRow, Store, Token
+from app.store import LabelRow, Store, Token, WindowGone, stored_samples
 from app.worker import UpdateWorker
 from signals.errors import SegmentConflict, SegmentRejected
 
@@ -152,7 +152,10 @@ def accept_labels(
                 f"'{item.label}' is not a {window['modality'].upper()} class; use one of {list(classes)}",
             )
         rows.append((item.window_id, window["model_id"], item.label, item.labeled_by, token.id))
-    label_ids = store.insert_labels(rows)
+    try:
+        label_ids = store.insert_labels(rows)
+    except WindowGone as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(error)) from error
     for item in items:
         window = windows[item.window_id]
         registry.note_label(window["model_id"], item.window_id, item.label, window["predicted"])
@@ -192,7 +195,7 @@ def get_window(window_id: RowId, token: Clinician, store: StoreDep) -> WindowDet
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no window with id {window_id}")
     labels = store.label_history(window_id)
-    samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+    samples = stored_samples(row)
     latest = next((label for label in reversed(labels) if not label["retracted"]), None)
     modality = MODALITIES[row["modality"]]
     channels = json.loads(row["channels"])
@@ -203,7 +206,8 @@ def get_window(window_id: RowId, token: Clinician, store: StoreDep) -> WindowDet
         model_version=row["model_version"], label=latest["label"] if latest else None,
         labeled_by=latest["labeled_by"] if latest else None, fs=row["fs"],
         channels=channels, start=row["start"], sample_channels=modality.plot_channels(channels, row["n_channels"]),
-        samples=np.round(samples.astype(np.float64), 5).tolist(), marker=row["marker"],
+        samples=[] if samples is None else np.round(samples.astype(np.float64), 5).tolist(),
+        samples_pruned_at=row["samples_pruned_at"], marker=row["marker"],
         samples_fs=modality.plot_fs,
         labels=[LabelHistory(**{**label, "retracted": bool(label["retracted"])}) for label in labels],
     )

@@ -149,6 +149,26 @@ def _export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="SQLite file")
 
 
+def _db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, help="SQLite file (default: BIOFO_DB, else biofo.db)")
+
+
+def _db_vacuum(parser: argparse.ArgumentParser) -> None:
+    _db(parser)
+    parser.add_argument("--full", action="store_true",
+                        help="rewrite the whole file (the daemon must be stopped); default: incremental, safe while it runs")
+
+
+def _bench_soak(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hours", type=float, default=24.0, help="simulated hours per stream")
+    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--labels-per-hour", type=float, default=60.0, help="labels a clinician gives per stream")
+    parser.add_argument("--samples-hours", type=float, default=4.0, help="retention: unlabelled samples kept")
+    parser.add_argument("--windows-hours", type=float, default=12.0, help="retention: unlabelled windows kept")
+    parser.add_argument("--checkpoints", type=int, default=3, help="retention: periodic checkpoints kept")
+    _out(parser)
+
+
 def _train_base(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=["ecg", "eeg", "all"], default="all")
     parser.add_argument("--out", default=None, help="folder for the model files")
@@ -187,6 +207,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(("bench", "templates"), "bench.template_workflow:run",
             "label the first minutes by beat template in Chromium vs one by one", _bench_templates),
     Command(("bench", "fuzz"), "bench.fuzz:run", "schemathesis on every operation, per role", _bench_fuzz),
+    Command(("db", "stats"), "app.maintenance:stats", "rows and bytes per table, oldest sample kept", _db),
+    Command(("db", "vacuum"), "app.maintenance:vacuum", "give free pages back to the filesystem", _db_vacuum),
+    Command(("bench", "soak"), "bench.soak:run",
+            "a day of streams in compressed time: database size with and without retention", _bench_soak),
     Command(("bench", "robustness"), "bench.robustness:run",
             "device variants (rates, leads, gain, noise) through the daemon's ingest path", _bench_robustness),
 )

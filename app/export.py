@@ -6,6 +6,10 @@ the field's formats, read from the daemon's database (safe while the daemon runs
   kept; annotator ``atr`` holds the clinicians' labels in force (aux note: who), annotator ``pred`` the
   model's prediction for every beat when it arrived (aux note: model version and probability).
   AAMI classes N S V F Q are WFDB beat symbols as they are.
+- Windows whose samples retention dropped (unlabelled, past ``BIOFO_RETAIN_SAMPLES_HOURS``) are gaps
+  in the signal (NaN in WFDB, ``BAD_gap`` in BIDS) while their predictions are still exported; the
+  header comments (WFDB) and the command's output say how many. Windows retention deleted
+  (``BIOFO_RETAIN_WINDOWS_HOURS``) are not exported at all.
 - BIDS (EEG): ``sub-<patient>/eeg/*_eeg.edf`` (256 Hz, the canonical bipolar montage) written by
   mne-bids, with the clinicians' seizure labels as ``seizure`` events in ``events.tsv`` (consecutive
   seizure-labelled windows merged into one event) and any gap in the stream as ``BAD_gap``.
@@ -22,7 +26,7 @@ import numpy as np
 
 from app.modalities import MODALITIES
 from app.settings import Settings
-from app.store import Store
+from app.store import Store, stored_samples
 from signals.ecg_features import ECG_FS
 from signals.eeg_features import CANONICAL_CHANNELS, EEG_FS, EEG_WINDOW_S
 from signals.stitch import stitch
@@ -49,17 +53,28 @@ def _stored(db: str | None, modality: str, patient: str) -> tuple[list[dict], li
         store.close()
 
 
-def _samples(row: dict) -> np.ndarray:
-    return np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+def _kept(rows: list[dict], first_sample_s) -> list[tuple[float, np.ndarray]]:
+    """(time of the first sample, samples) of the windows whose samples retention kept."""
+    return [(first_sample_s(row), samples) for row in rows if (samples := stored_samples(row)) is not None]
+
+
+def without_samples(rows: list[dict]) -> str:
+    """What the export says of windows whose samples retention dropped (empty if none)."""
+    n = sum(row["samples_pruned_at"] is not None for row in rows)
+    return (f"{n} unlabelled windows past the retention horizon have no samples (gaps); their predictions are kept"
+            if n else "")
 
 
 def ecg_signal(rows: list[dict]) -> tuple[np.ndarray, list[str]]:
     """(n, leads) mV from time 0 to the end of the last beat's samples, NaN where nothing is stored."""
-    pieces = [(row["offset_s"] - row["marker"] / ECG_FS, _samples(row)) for row in rows]
-    end = max(start + samples.shape[1] / ECG_FS for start, samples in pieces)
-    n_channels = pieces[0][1].shape[0]
+
+    def first_sample_s(row: dict) -> float:
+        return row["offset_s"] - row["marker"] / ECG_FS
+
+    end = max(first_sample_s(row) + row["n_samples"] / ECG_FS for row in rows)
+    n_channels = rows[0]["n_channels"]
     names = MODALITIES["ecg"].plot_channels(json.loads(rows[0]["channels"]), n_channels)
-    return stitch(pieces, ECG_FS, 0.0, end, n_channels).T, names
+    return stitch(_kept(rows, first_sample_s), ECG_FS, 0.0, end, n_channels).T, names
 
 
 def export_wfdb(patient: str, out: str, db: str | None = None, progress: bool = False) -> None:
@@ -72,7 +87,8 @@ def export_wfdb(patient: str, out: str, db: str | None = None, progress: bool = 
     signal, names = ecg_signal(rows)
     wfdb.wrsamp(record, fs=ECG_FS, units=["mV"] * signal.shape[1], sig_name=names, p_signal=signal,
                 fmt=["16"] * signal.shape[1], write_dir=str(folder),
-                comments=[f"biofo export: patient {patient}, time 0 = start of the stream"])
+                comments=[f"biofo export: patient {patient}, time 0 = start of the stream",
+                          *filter(None, [without_samples(rows)])])
     last = signal.shape[0] - 1
 
     def sample(offset_s: float) -> int:
@@ -85,6 +101,8 @@ def export_wfdb(patient: str, out: str, db: str | None = None, progress: bool = 
                            [(sample(r["offset_s"]), r["label"], f"by {r['labeled_by']}") for r in labels], folder)
     print(f"wrote {folder / record}.hea/.dat, {len(labels)} labels ({LABEL_ANNOTATOR}), "
           f"{len(predictions)} predictions ({PREDICTION_ANNOTATOR})")
+    if without_samples(rows):
+        print(without_samples(rows))
 
 
 def _write_annotations(wfdb, record: str, extension: str, items: list[tuple[int, str, str]], folder: Path) -> None:
@@ -122,7 +140,7 @@ def export_bids(patient: str, out: str, db: str | None = None, progress: bool = 
 
     rows, labels = _stored(db, "eeg", patient)
     end = max(r["offset_s"] + r["n_samples"] / EEG_FS for r in rows)
-    microvolts = stitch([(r["offset_s"], _samples(r)) for r in rows], EEG_FS, 0.0, end, len(CANONICAL_CHANNELS))
+    microvolts = stitch(_kept(rows, lambda r: r["offset_s"]), EEG_FS, 0.0, end, len(CANONICAL_CHANNELS))
     missing = np.isnan(microvolts[0])
     info = mne.create_info(list(CANONICAL_CHANNELS), EEG_FS, ch_types="eeg")
     raw = mne.io.RawArray(np.nan_to_num(microvolts) * 1e-6, info, verbose="error")
@@ -139,6 +157,8 @@ def export_bids(patient: str, out: str, db: str | None = None, progress: bool = 
     path = BIDSPath(subject=bids_subject(patient), task=BIDS_TASK, datatype="eeg", root=out)
     write_raw_bids(raw, path, format="EDF", allow_preload=True, overwrite=True, verbose="error")
     print(f"wrote {path.fpath}, {descriptions.count(SEIZURE)} seizure events")
+    if without_samples(rows):
+        print(f"{without_samples(rows)} (BAD_gap)")
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

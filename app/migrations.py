@@ -187,6 +187,13 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (alarm_id, url)
     );
     """,
+    # 5: retention. An unlabelled window past the samples horizon keeps its features and prediction
+    # (templates, exports and alarms read those) but not its samples: the blob becomes empty and
+    # ``samples_pruned_at`` says when. Retention asks whether a window ends an alarm run, by either end.
+    """
+    ALTER TABLE windows ADD COLUMN samples_pruned_at REAL;
+    CREATE INDEX alarms_last_window ON alarms (last_window_id);
+    """,
 )
 
 

@@ -44,7 +44,7 @@ from app.schemas import (
     TemplateOut,
     TemplatesOut,
 )
-from app.store import LabelRow, Store
+from app.store import LabelRow, Store, stored_samples
 from app.templates import TemplateBooks
 from signals.ecg_features import CONTEXT_AFTER_S, CONTEXT_BEFORE_S, DEFAULT_WINDOW, ECG_FS
 from signals.eeg_features import (
@@ -89,7 +89,8 @@ def _summaries(store: Store, books: TemplateBooks, live: LiveModel) -> list[tupl
         through = book.seen_through
     states = store.window_states(live.row.id, through)
     out = []
-    for index, group, members in groups:
+    for index, group, assigned in groups:
+        members = [w for w in assigned if w in states]  # retention may have deleted old unlabelled beats
         open_ids = [w for w in members if states[w]["label"] is None]
         predicted = Counter(states[w]["predicted"] for w in open_ids)
         labels = Counter(states[w]["label"] for w in members if states[w]["label"] is not None)
@@ -124,24 +125,26 @@ def get_template(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"patient '{live.row.patient_id}' has no template {index}")
     summary, open_ids = found
-    shown = open_ids
-    if not shown:
-        book = books.current(live.row.id)
-        with book.lock:
-            shown = list(book.clusterer.templates[index].members)
+    book = books.current(live.row.id)
+    with book.lock:
+        members = list(book.clusterer.templates[index].members)
+    # The overlay draws members whose samples are kept (retention drops those of old unlabelled beats):
+    # the unlabelled ones, else any.
+    drawable = store.windows_with_samples(members)
+    shown = [w for w in open_ids if w in drawable] or [w for w in members if w in drawable]
     picks = [shown[int(i)] for i in np.unique(np.linspace(0, len(shown) - 1, min(OVERLAY_MAX, len(shown))).astype(int))]
     pre, post = DEFAULT_WINDOW.pre, DEFAULT_WINDOW.post
     traces, channels = [], ["lead 1", "lead 2"]
     for window_id in picks:
         row = store.window(window_id)
-        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        samples = stored_samples(row)
         r = int(row["marker"])
         piece = stitch([(-r / ECG_FS, samples)], ECG_FS, -pre / ECG_FS, (pre + post) / ECG_FS, samples.shape[0])
         traces.append(piece)
         names = json.loads(row["channels"])
         if len(names) == samples.shape[0]:
             channels = names
-    stacked = np.stack(traces)
+    stacked = np.stack(traces) if traces else np.full((1, 2, pre + post), np.nan)  # nothing drawable: all gaps
     present = np.sum(~np.isnan(stacked), axis=0)
     # A sample no member has (beats at the very start of the stream) stays a gap in the mean too.
     mean = np.divide(np.nansum(stacked, axis=0), present, out=np.full(present.shape, np.nan), where=present > 0)
@@ -199,21 +202,26 @@ def undo_labels(
 
 def _stitched(
     store: Store, live: LiveModel, start: float, duration: float, before_s: float, after_s: float,
-) -> tuple[np.ndarray, list[str], list[dict], dict]:
+) -> tuple[np.ndarray, list[str], list[dict], dict, int]:
     """The stream from ``start`` for ``duration`` s rebuilt from the stored windows whose offset lies
     within ``before_s`` before to ``after_s`` after it (how far one window's samples reach), the
-    channel names, the windows that start in the span, and the stream's span."""
+    channel names, the windows that start in the span, the stream's span, and how many of those
+    windows retention left without samples (their stretch is a gap)."""
     modality = MODALITIES[live.row.modality]
     rows = store.windows_between(live.row.id, start - before_s, start + duration + after_s)
     pieces, channels = [], modality.plot_channels([], 2)
+    without_samples = 0
     for row in rows:
-        samples = np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+        samples = stored_samples(row)
+        if samples is None:
+            without_samples += start <= row["offset_s"] < start + duration
+            continue
         # An ECG beat's samples begin ``marker`` samples before its R peak; an EEG window's at its offset.
         pieces.append((row["offset_s"] - (row["marker"] or 0) / modality.plot_fs, samples))
         channels = modality.plot_channels(json.loads(row["channels"]), samples.shape[0])
     signal = stitch(pieces, modality.plot_fs, start, duration, len(channels))
     shown = [r for r in rows if start <= r["offset_s"] < start + duration]
-    return signal, channels, shown, store.stream_span(live.row.id)
+    return signal, channels, shown, store.stream_span(live.row.id), without_samples
 
 
 @router.get("/strips/ecg/{patient_id}", response_model=StripOut, responses=error_responses(404))
@@ -224,10 +232,12 @@ def rhythm_strip(
 ) -> StripOut:
     """Both leads from ``start`` for ``duration`` seconds, rebuilt from the stored beats, with every beat's
     predicted class and label in force."""
-    signal, channels, rows, span = _stitched(store, live, start, duration, CONTEXT_AFTER_S, CONTEXT_BEFORE_S)
+    signal, channels, rows, span, without_samples = _stitched(
+        store, live, start, duration, CONTEXT_AFTER_S, CONTEXT_BEFORE_S)
     return StripOut(
         patient_id=live.row.patient_id, start=start, duration=duration, fs=ECG_FS, channels=channels,
-        samples=_rounded(signal), beats=_marks(rows), stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
+        samples=_rounded(signal), beats=_marks(rows), beats_without_samples=without_samples,
+        stream_start=span["lo"] or 0.0, stream_end=span["hi"] or 0.0,
     )
 
 
@@ -254,7 +264,7 @@ def eeg_page(
 ) -> EegPageOut:
     """A page of EEG: every channel of the montage from ``start`` for ``duration`` seconds, rebuilt from
     the stored windows, with each window's prediction and label in force."""
-    signal, channels, rows, span = _stitched(store, live, start, duration, EEG_WINDOW_S, 0.0)
+    signal, channels, rows, span, _ = _stitched(store, live, start, duration, EEG_WINDOW_S, 0.0)
     return EegPageOut(
         patient_id=live.row.patient_id, start=start, duration=duration, fs=EEG_FS, window_s=EEG_WINDOW_S,
         channels=channels, samples=_rounded(signal), windows=_marks(rows),

@@ -218,7 +218,9 @@ class WindowDetail(QueueItem):
     fs: float
     channels: list[str]
     start: float
-    samples: list[list[float]]
+    samples: list[list[float]] = Field(description="Empty once retention has dropped them (`samples_pruned_at`)")
+    samples_pruned_at: float | None = Field(
+        None, description="When retention dropped this unlabelled window's samples; its features and prediction stay")
     sample_channels: list[str] = Field(description="Name of each row of `samples` (the canonical montage for EEG)")
     marker: int | None = Field(description="Index of the R peak in samples (ECG)")
     samples_fs: float
@@ -439,6 +441,8 @@ class StripOut(BaseModel):
     channels: list[str]
     samples: list[list[float | None]] = Field(description="leads x samples from `start`; null where no beat context covers the time")
     beats: list[StripBeat]
+    beats_without_samples: int = Field(
+        0, description="Beats in the strip whose samples retention dropped (unlabelled and old): gaps in `samples`")
     stream_start: float = Field(description="Offset of the stream's first beat (for paging)")
     stream_end: float = Field(description="Offset of the stream's last beat")
 

@@ -31,6 +31,7 @@ from app.limits import RequestLimits
 from app.metrics import Metrics
 from app.page import router as page_router
 from app.registry import AppliedUpdate, LiveModel, Registry
+from app.retention import Retention, RetentionPolicy
 from app.review_api import router as review_router
 from app.segment_body import add_schemas
 from app.settings import Settings
@@ -65,13 +66,14 @@ def ensure_admin(store: Store, settings: Settings) -> str | None:
     return store.create_token("admin", "admin", settings.admin_token)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The daemon; ``clock`` is the store's (a soak runs days of streams in minutes by advancing it)."""
     engine = resolve_engine(settings.engine)
     hub = EventHub()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.db)
+        store = Store(settings.db, clock)
         new_admin = ensure_admin(store, settings)
         if new_admin is not None and not settings.admin_token:
             print(f"biofo: first start; admin token (shown once): {new_admin}", file=sys.stderr, flush=True)
@@ -125,12 +127,16 @@ def create_app(settings: Settings) -> FastAPI:
             store, registry, meter, Limits(settings.max_samples, settings.max_segment_s), extractor, on_stored
         )
         app.state.templates = TemplateBooks(store)
+        retention = Retention(store, RetentionPolicy.from_settings(settings))
+        app.state.retention = retention
         worker.start()
         notifier.start()
+        retention.start(settings.retain_every_s)
         try:
             yield
         finally:
             hub.close()
+            retention.stop()
             notifier.stop()
             worker.stop()
             extractor.close()

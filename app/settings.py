@@ -30,6 +30,13 @@ class Settings:
     # onnxruntime (measured on the bundled bases); jetson/README.md gives the Nano's setting.
     max_resident_models: int | None = None
     model_idle_s: float | None = 900.0  # a model unused this long is evicted (None: never)
+    # Retention (app.retention): labelled windows, with their samples, are kept forever; so are the
+    # first and last window of every alarm. 0 hours: keep forever.
+    retain_samples_hours: float = 24.0  # unlabelled windows keep their samples this long
+    retain_windows_hours: float = 168.0  # then their features and prediction this long
+    retain_checkpoints: int = 3  # newest periodic/shutdown checkpoints per patient (fork, rollback, undo: all)
+    retain_every_s: float = 60.0  # seconds between retention passes
+    retain_batch: int = 100  # windows looked at per retention transaction
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -50,9 +57,11 @@ class Settings:
 def _parse(name: str, raw: str) -> object:
     if name == "db":
         return Path(raw)
-    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers", "alarm_max_attempts", "max_resident_models"}:
+    if name in {"port", "checkpoint_every", "max_body_bytes", "max_samples", "workers", "alarm_max_attempts",
+                "max_resident_models", "retain_checkpoints", "retain_batch"}:
         return int(raw)
-    if name in {"max_segment_s", "alarm_retry_s", "model_idle_s"}:
+    if name in {"max_segment_s", "alarm_retry_s", "model_idle_s", "retain_samples_hours", "retain_windows_hours",
+                "retain_every_s"}:
         return float(raw)
     if name in {"cors_origins", "alarm_webhooks"}:
         return tuple(origin.strip() for origin in raw.split(",") if origin.strip())

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,10 @@ ROLES = ("device", "clinician", "admin")
 
 class StoreUnavailable(RuntimeError):
     """The database cannot take writes right now (disk full, read-only, locked)."""
+
+
+class WindowGone(LookupError):
+    """A window named by a write is no longer stored (retention removed it)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,57 @@ class NewCheckpoint:
     blob: bytes
 
 
+def stored_samples(row: dict[str, Any]) -> np.ndarray | None:
+    """A stored window's samples (channels, n), or None where retention dropped them."""
+    if row.get("samples_pruned_at") is not None:
+        return None
+    return np.frombuffer(row["samples"], dtype=np.float32).reshape(row["n_channels"], row["n_samples"])
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """One retention transaction over windows: the last id it looked at, the windows it changed, and
+    whether it reached windows not yet due (nothing more to do in this pass)."""
+
+    last_id: int
+    changed: int
+    caught_up: bool
+
+
+@dataclass(frozen=True)
+class DatabaseSize:
+    bytes: int  # page_count * page_size: what the database holds, free pages included
+    free_bytes: int  # freelist pages: reused by new rows, or given back by ``biofo db vacuum``
+    wal_bytes: int  # the write-ahead log beside it (its pages move into the database at each checkpoint)
+    page_size: int
+    auto_vacuum: str  # none, full or incremental
+
+
+AUTO_VACUUM_MODES = ("none", "full", "incremental")
+
+
+def _size_of(connection: sqlite3.Connection, path: Path) -> DatabaseSize:
+    def pragma(name: str) -> int:
+        return int(connection.execute(f"PRAGMA {name}").fetchone()[0])
+
+    page_size = pragma("page_size")
+    wal = Path(f"{path}-wal")
+    return DatabaseSize(
+        bytes=pragma("page_count") * page_size, free_bytes=pragma("freelist_count") * page_size,
+        wal_bytes=wal.stat().st_size if wal.exists() else 0, page_size=page_size,
+        auto_vacuum=AUTO_VACUUM_MODES[pragma("auto_vacuum")],
+    )
+
+
+def database_size(path: Path | str) -> DatabaseSize:
+    """The size of a database file, read through a read-only connection (safe while a daemon writes it)."""
+    connection = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30.0)
+    try:
+        return _size_of(connection, Path(path))
+    finally:
+        connection.close()
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -125,13 +180,19 @@ def _probe_write(connection: sqlite3.Connection) -> None:
 
 
 class Store:
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time):
         self.path = Path(path)
+        # Every time the store writes (received_at, label and checkpoint times) and retention's horizons
+        # come from this clock: a soak runs a day of streams in minutes by advancing it.
+        self.clock = clock
         self._lock = threading.RLock()
         try:
             connection = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
             )
+            # Only takes effect on a new, empty file: its pages freed by retention can then be given
+            # back to the filesystem in small steps (``biofo db vacuum``) while the daemon runs.
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA foreign_keys=ON")
@@ -197,7 +258,7 @@ class Store:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                (name, role, hash_token(plaintext), time.time()),
+                (name, role, hash_token(plaintext), self.clock()),
             )
         return plaintext
 
@@ -241,7 +302,7 @@ class Store:
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO models (modality, patient_id, base, rule, created_at) VALUES (?, ?, ?, ?, ?)",
-                (modality, patient_id, base, rule, time.time()),
+                (modality, patient_id, base, rule, self.clock()),
             )
             model_id = int(cursor.lastrowid)
             self._insert_checkpoint(conn, model_id, NewCheckpoint(version, 0, "fork", "fork", checkpoint))
@@ -263,7 +324,7 @@ class Store:
         stream_state: dict[str, Any],
         energy: EnergyRecord | None,
     ) -> list[int]:
-        now = time.time()
+        now = self.clock()
         # Encoded before the write lock is taken, and written with one statement per table: under load
         # requests queue for that lock, and its holder must win the GIL back after every statement.
         channels_json = json.dumps(list(channels))
@@ -357,6 +418,8 @@ class Store:
             where.append("l.label IS NOT NULL")
         elif labeled is False:
             where.append("l.label IS NULL")
+        # A beat whose samples retention dropped cannot be judged by eye: it leaves the labelling queue.
+        where.append("(w.samples_pruned_at IS NULL OR l.label IS NOT NULL)")
         order_by = {"uncertainty": "p.margin ASC, w.id ASC", "time": "w.offset_s ASC, w.id ASC",
                     "recent": "w.id DESC"}[order]
         params.extend([limit, offset])
@@ -373,16 +436,20 @@ class Store:
 
     def insert_labels(self, labels: Sequence[tuple[int, int, str, str, int | None]]) -> list[int]:
         """Append labels (window id, model id, label, labeled_by, token id) in order; durable on return."""
-        now = time.time()
+        now = self.clock()
         ids: list[int] = []
-        with self.transaction() as conn:
-            for window_id, model_id, label, labeled_by, token_id in labels:
-                cursor = conn.execute(
-                    "INSERT INTO labels (window_id, model_id, label, labeled_by, token_id, at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (window_id, model_id, label, labeled_by, token_id, now),
-                )
-                ids.append(int(cursor.lastrowid))
+        try:
+            with self.transaction() as conn:
+                for window_id, model_id, label, labeled_by, token_id in labels:
+                    cursor = conn.execute(
+                        "INSERT INTO labels (window_id, model_id, label, labeled_by, token_id, at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (window_id, model_id, label, labeled_by, token_id, now),
+                    )
+                    ids.append(int(cursor.lastrowid))
+        except sqlite3.IntegrityError as error:
+            # Retention removed a window between the caller's check and this write; nothing was written.
+            raise WindowGone(f"a window of these labels is no longer stored: {error}") from error
         return ids
 
     def labels_from(self, after_id: int, limit: int) -> list[LabelRow]:
@@ -488,7 +555,7 @@ class Store:
         """Retract labels (one clinician action: one label, or a whole template's), with the checkpoint of
         the rebuilt model and its energy, in one transaction: no moment exists where a retraction is
         stored but the newest checkpoint still holds its label. The cost is recorded on the first row."""
-        now = time.time()
+        now = self.clock()
         rows: list[dict[str, Any]] = []
         with self.transaction() as conn:
             checkpoint_id = None
@@ -525,7 +592,7 @@ class Store:
         duration_s: float,
         energy: EnergyRecord,
     ) -> int:
-        now = time.time()
+        now = self.clock()
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO updates (model_id, version_before, version_after, loss_per_layer,"
@@ -545,13 +612,12 @@ class Store:
         with self.transaction() as conn:
             return self._insert_checkpoint(conn, model_id, checkpoint)
 
-    @staticmethod
-    def _insert_checkpoint(conn: sqlite3.Connection, model_id: int, checkpoint: NewCheckpoint) -> int:
+    def _insert_checkpoint(self, conn: sqlite3.Connection, model_id: int, checkpoint: NewCheckpoint) -> int:
         cursor = conn.execute(
             "INSERT INTO checkpoints (model_id, version, applied_seq, kind, reason, blob, sha256, at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (model_id, checkpoint.version, checkpoint.applied_seq, checkpoint.kind, checkpoint.reason,
-             checkpoint.blob, hashlib.sha256(checkpoint.blob).hexdigest(), time.time()),
+             checkpoint.blob, hashlib.sha256(checkpoint.blob).hexdigest(), self.clock()),
         )
         return int(cursor.lastrowid)
 
@@ -676,7 +742,7 @@ class Store:
                 " ON CONFLICT (first_window_id) DO UPDATE SET last_window_id = excluded.last_window_id,"
                 " end_s = excluded.end_s RETURNING id",
                 (model.id, model.patient_id, model.modality, kind, first["id"], last["id"],
-                 first["offset_s"], last["offset_s"], time.time()),
+                 first["offset_s"], last["offset_s"], self.clock()),
             ).fetchone()
             self._count_run(conn, alarm_id)
             conn.executemany(
@@ -728,7 +794,7 @@ class Store:
             cursor = conn.execute(
                 "UPDATE alarms SET acknowledged_by = ?, acknowledged_token_id = ?, acknowledged_at = ?"
                 " WHERE id = ? AND acknowledged_at IS NULL",
-                (by, token_id, time.time(), alarm_id),
+                (by, token_id, self.clock(), alarm_id),
             )
         return cursor.rowcount == 1
 
@@ -747,7 +813,7 @@ class Store:
         )
 
     def record_delivery_attempt(self, delivery_id: int, status: int | None, error: str | None) -> None:
-        delivered = time.time() if error is None else None
+        delivered = self.clock() if error is None else None
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE alarm_deliveries SET attempts = attempts + 1, delivered_at = ?, last_status = ?, last_error = ?"
@@ -778,7 +844,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         """The model's windows whose offset lies in [start_s, end_s), in time order, with prediction and
         label in force (and samples, if asked)."""
-        samples = ", w.samples, w.n_channels, w.n_samples, w.marker" if with_samples else ""
+        samples = ", w.samples, w.n_channels, w.n_samples, w.marker, w.samples_pruned_at" if with_samples else ""
         return self._query(
             f"SELECT w.id, w.offset_s, w.channels, p.class AS predicted, p.model_version, l.label{samples}"
             " FROM windows w JOIN predictions p ON p.window_id = w.id"
@@ -786,6 +852,16 @@ class Store:
             " WHERE w.model_id = ? AND w.offset_s >= ? AND w.offset_s < ? ORDER BY w.offset_s, w.id",
             (model_id, start_s, end_s),
         )
+
+    def windows_with_samples(self, window_ids: Sequence[int]) -> set[int]:
+        """Those of ``window_ids`` still stored with their samples."""
+        if not window_ids:
+            return set()
+        placeholders = ",".join("?" for _ in window_ids)
+        rows = self._query(
+            f"SELECT id FROM windows WHERE id IN ({placeholders}) AND samples_pruned_at IS NULL", list(window_ids)
+        )
+        return {row["id"] for row in rows}
 
     def stream_span(self, model_id: int) -> dict[str, Any]:
         """Offsets of the model's first and last window (``lo``, ``hi``; None before any window)."""
@@ -802,3 +878,103 @@ class Store:
             f" JOIN {EFFECTIVE_LABELS} l ON l.window_id = w.id WHERE w.model_id = ? ORDER BY w.offset_s, w.id",
             (model_id,),
         )
+
+
+    # Retention and maintenance -----------------------------------------------------------------
+
+    def prune_unlabelled(self, after_id: int, received_before: float, limit: int, drop: str) -> PruneStep:
+        """Look at up to ``limit`` windows after ``after_id`` (id order) received before
+        ``received_before``; of those with no label (retracted or not) that neither starts nor ends an
+        alarm, drop the samples (``drop="samples"``) or the whole window with its prediction
+        (``drop="windows"``). One short transaction, so ingest waits for at most one of them.
+
+        Windows kept stay kept (labels are append-only, alarms are never deleted), so the caller may
+        resume after ``last_id`` next time instead of scanning them again."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT w.id, w.received_at < ? AS due, w.samples_pruned_at IS NOT NULL AS pruned,"
+                " EXISTS (SELECT 1 FROM labels l WHERE l.window_id = w.id)"
+                " OR EXISTS (SELECT 1 FROM alarms a WHERE a.first_window_id = w.id)"
+                " OR EXISTS (SELECT 1 FROM alarms a WHERE a.last_window_id = w.id) AS kept"
+                " FROM windows w WHERE w.id > ? ORDER BY w.id LIMIT ?",
+                (received_before, after_id, limit),
+            ).fetchall()
+            last_id, chosen, caught_up = after_id, [], len(rows) < limit
+            for window_id, due, pruned, kept in rows:
+                if not due:
+                    caught_up = True
+                    break
+                last_id = window_id
+                if not kept and (drop == "windows" or not pruned):
+                    chosen.append((window_id,))
+            if drop == "samples":
+                conn.executemany("UPDATE windows SET samples = x'', samples_pruned_at = ? WHERE id = ?",
+                                 [(self.clock(), window_id) for (window_id,) in chosen])
+            else:
+                conn.executemany("DELETE FROM predictions WHERE window_id = ?", chosen)
+                conn.executemany("DELETE FROM windows WHERE id = ?", chosen)
+        return PruneStep(last_id, len(chosen), caught_up)
+
+    def prune_checkpoints(self, keep: int, limit: int) -> int:
+        """Delete up to ``limit`` periodic and shutdown checkpoints that are not among their model's
+        newest ``keep`` and that no retraction names (as the base it rebuilt from or the checkpoint it
+        wrote). Fork, rollback and undo checkpoints are always kept: they are the rollback targets and
+        the points an undo's rebuild may start from or must not cross. The newest checkpoint, which a
+        restart restores from, is always among the ``keep`` (at least one)."""
+        with self.transaction() as conn:
+            ids = conn.execute(
+                "SELECT c.id FROM checkpoints c WHERE c.kind IN ('periodic', 'shutdown')"
+                " AND (SELECT COUNT(*) FROM checkpoints n WHERE n.model_id = c.model_id AND n.id > c.id) >= ?"
+                " AND NOT EXISTS (SELECT 1 FROM retractions r WHERE r.rebuilt_from = c.id OR r.checkpoint_id = c.id)"
+                " ORDER BY c.id LIMIT ?",
+                (max(1, keep), limit),
+            ).fetchall()
+            conn.executemany("DELETE FROM checkpoints WHERE id = ?", ids)
+        return len(ids)
+
+    def size(self) -> DatabaseSize:
+        return _size_of(self._reader().conn, self.path)
+
+    def stats(self) -> dict[str, Any]:
+        """What IT asks of the database: rows and bytes per table (indexes included), the windows with and
+        without samples, the oldest sample kept, checkpoints and their bytes."""
+        tables = [row["name"] for row in self._query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        pages = {row["tbl"]: int(row["bytes"]) for row in self._query(
+            "SELECT m.tbl_name AS tbl, SUM(d.pgsize) AS bytes FROM dbstat d JOIN sqlite_master m ON m.name = d.name"
+            " GROUP BY m.tbl_name")}
+        windows = self._one(
+            "SELECT COUNT(*) AS windows, COUNT(samples_pruned_at) AS pruned, MIN(received_at) AS oldest,"
+            " MIN(CASE WHEN samples_pruned_at IS NULL THEN received_at END) AS oldest_sample FROM windows")
+        checkpoints = self._one("SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(blob)), 0) AS bytes FROM checkpoints")
+        return {
+            "tables": {
+                name: {"rows": int(self._one(f"SELECT COUNT(*) AS n FROM [{name}]")["n"]),  # names from sqlite_master
+                       "bytes": pages.get(name, 0)}
+                for name in tables
+            },
+            "windows": int(windows["windows"]),
+            "windows_without_samples": int(windows["pruned"]),
+            "oldest_window_at": windows["oldest"],
+            "oldest_sample_kept_at": windows["oldest_sample"],
+            "checkpoints": int(checkpoints["n"]),
+            "checkpoint_bytes": int(checkpoints["bytes"]),
+        }
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the filesystem in one short write transaction (a
+        database whose auto_vacuum is incremental); the number of free pages left."""
+        with self._lock:
+            try:
+                # Run to completion by sqlite3_exec (a plain execute steps this pragma once: one page).
+                self.conn.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+            except sqlite3.OperationalError as error:
+                raise StoreUnavailable(f"incremental vacuum failed: {error}") from error
+            return int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+    def vacuum_full(self) -> None:
+        """Rewrite the whole database, and make its auto_vacuum incremental. Holds the database for the
+        whole rewrite and needs as much free disk as the database: only with no daemon running."""
+        with self._lock:
+            self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self.conn.execute("VACUUM")

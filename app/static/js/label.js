@@ -159,7 +159,11 @@
       b.el("span", { class: "prob" + (name === d.predicted ? " prob-top" : ""), text: name + " " + (100 * p).toFixed(1) + " %" })));
     zoom.clear();
     ui.plots.replaceChildren();
-    if (modality === "ecg") plotEcg(d);
+    if (d.samples_pruned_at !== null) {
+      ui.plots.append(b.el("p", { class: "muted", id: "samples-pruned",
+        text: "Samples not kept: retention drops the samples of unlabelled windows after a set time. " +
+          "The prediction and the features the model read are kept; a label still teaches the model." }));
+    } else if (modality === "ecg") plotEcg(d);
     else plotEeg(d);
   }
 
@@ -233,7 +237,7 @@
     if (modality !== "eeg" || !state.timeline || !state.detail) return;
     const windows = state.timeline;
     const d = state.detail;
-    const duration = d.samples[0].length / d.samples_fs;
+    const duration = d.samples.length ? d.samples[0].length / d.samples_fs : 0;  // no samples kept: no shading
     const x = windows.map((w) => w.offset_s);
     const p = windows.map((w) => w.probabilities[SEIZURE]);
     const labelledSeizure = windows.map((w) => (w.label === SEIZURE ? 1 : null));

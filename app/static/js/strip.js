@@ -33,7 +33,8 @@
     const counts = {};
     s.beats.forEach((beat) => { counts[beat.predicted] = (counts[beat.predicted] || 0) + 1; });
     ui.meta.textContent = s.beats.length + " beats · predicted " + Object.entries(counts).map(([k, n]) => n + " " + k).join(", ") +
-      " · stream " + b.clock(s.stream_start) + " – " + b.clock(s.stream_end);
+      " · stream " + b.clock(s.stream_start) + " – " + b.clock(s.stream_end) +
+      (s.beats_without_samples ? " · " + s.beats_without_samples + " beats without samples (retention: gaps)" : "");
     ui.follow.textContent = state.follow ? "following live" : "";
     state.plots.forEach((p) => p.destroy());
     state.plots = [];
