@@ -86,7 +86,10 @@ def _unprocessable(field: list[str | int], message: str) -> HTTPException:
 @router.post(
     "/windows", status_code=status.HTTP_201_CREATED, response_model=WindowsOut,
     responses={200: {"model": WindowsOut, "description": "This segment was accepted before: the stored windows"},
-               **BODY_ERRORS, **error_responses(409)},
+               **BODY_ERRORS, **error_responses(409),
+               # The body is read by a dependency (JSON or binary), so FastAPI does not list its 422 itself.
+               422: {"description": "A field is missing or invalid (named in `detail`)",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}},
     openapi_extra=openapi_request_body(),
 )
 def post_windows(

@@ -261,12 +261,13 @@ class Registry:
         readable checkpoint plus the labels after it); the others load on first use. Returns the number
         of labels replayed."""
         replayed = 0
+        now = time.monotonic()  # the most recently active model counts as the most recently used
         rows = self.store.models_by_activity()
         for n, row in enumerate(rows):
             newest = self.store.checkpoints(row.id)[0]
             live = LiveModel(row=row, classes=self._base_classes(row.modality), learner=None,
                              applied_seq=int(newest["applied_seq"]), prequential=None,
-                             saved_version=int(newest["version"]), last_used=-float(n))
+                             saved_version=int(newest["version"]), last_used=now - n * 1e-6)
             with self._lock:
                 self._register(live)
             if self.max_resident is None or n < self.max_resident:
