@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/biofo serve
 
+# Two workers: most tests wait on a daemon subprocess, so two keep a 2-core box busy.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 $(CHROMIUM):
 	$(SUDO) apt-get update

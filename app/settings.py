@@ -26,8 +26,9 @@ class Settings:
     alarm_retry_s: float = 2.0  # first retry delay of a failed webhook delivery; doubles each attempt
     alarm_max_attempts: int = 10
     # Models in memory: at most this many (None: no bound), least recently used evicted first. A
-    # resident model costs about 3.6 MiB (ECG) / 1.2 MiB (EEG) with torch, 0.6 / 2.1 MiB with
-    # onnxruntime (measured on the bundled bases); jetson/README.md gives the Nano's setting.
+    # resident model that has predicted and learned costs about 0.7 MiB (ECG) / 1.8 MiB (EEG) with
+    # torch and 2.0 / 3.9 MiB with onnxruntime, which keeps two buffers of every array an update
+    # replaces (200 bundled-base learners in one process); jetson/README.md gives a 4 GB board's setting.
     max_resident_models: int | None = None
     model_idle_s: float | None = 900.0  # a model unused this long is evicted (None: never)
     # Retention (app.retention): labelled windows, with their samples, are kept forever; so are the

@@ -314,6 +314,8 @@ def run(
             elapsed, wall0, rss = asyncio.run(drive(daemon, plan, duration, progress))
             wait_applied(daemon, plan)
             sigterm_status = daemon.stop(signal.SIGTERM)
+            # The daemon logs warnings and errors only: what it said explains any 5xx the devices saw.
+            daemon_log = daemon.tail(60)
         rows = stored(folder / "bench.db", plan, wall0 + warmup * duration)
     post_ms = [v for s in plan for v in s.post_ms]
     warm_post_ms = [v for s in plan for v, t in zip(s.post_ms, s.post_sent_s) if t >= warmup * duration]
@@ -361,6 +363,7 @@ def run(
         "lost_labels": rows["lost_labels"],
         "errors": sum(len(s.errors) for s in plan),
         "error_examples": [e for s in plan for e in s.errors][:10],
+        "daemon_log_tail": daemon_log,
         "integrity_check": rows["integrity_check"],
         "sigterm_exit_status": sigterm_status,
     }

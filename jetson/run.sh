@@ -3,6 +3,7 @@
 #
 #   jetson/run.sh                      # image biofo-jetson:latest, port 8000
 #   BIOFO_IMAGE=biofo-jetson:0.2 BIOFO_PORT=8080 jetson/run.sh
+#   BIOFO_MAX_RESIDENT_MODELS=200 jetson/run.sh   # a 4 GB board (jetson/README.md, "Memory")
 #
 # The database stays in the Docker volume "biofo" across restarts and image updates.
 set -euo pipefail
@@ -32,6 +33,7 @@ docker run --detach \
     --volume biofo:/data \
     --volume /sys/bus/i2c/drivers:/sys/bus/i2c/drivers:ro \
     ${BIOFO_ADMIN_TOKEN:+--env BIOFO_ADMIN_TOKEN} \
+    ${BIOFO_MAX_RESIDENT_MODELS:+--env BIOFO_MAX_RESIDENT_MODELS} \
     "$image"
 
 echo "biofo is starting on port $port; follow it with: docker logs -f $name"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,11 @@ import numpy as np
 FORMAT = "biofo.checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
+# np.load parses each .npy header with ast.literal_eval, and CPython's AST builder keeps one
+# recursion counter per interpreter (gh-106905): two threads loading at once can fail with
+# "SystemError: AST constructor recursion depth mismatch", seen when the daemon reloads evicted
+# models under load. Loads take this lock (unpacking a bundled base takes about 5 ms).
+_NP_LOAD = threading.Lock()
 
 
 @dataclass
@@ -50,14 +56,14 @@ def pack(archive: Archive) -> bytes:
 
 
 def unpack(blob: bytes) -> Archive:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+    with _NP_LOAD, np.load(io.BytesIO(blob), allow_pickle=False) as archive:
         meta = _meta(archive)
         arrays = {key: archive[key] for key in archive.files if key != META_KEY}
     return Archive(meta["spec"], int(meta["version"]), list(meta["classes"]), arrays)
 
 
 def read_meta(blob: bytes) -> dict[str, Any]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+    with _NP_LOAD, np.load(io.BytesIO(blob), allow_pickle=False) as archive:
         return _meta(archive)
 
 

@@ -136,7 +136,7 @@ def test_the_registry_and_the_evaluation_call_the_same_policy_object(ecg_world, 
     where["who"] = "eval eeg"
     crops = crop_windows(["chb02"])
     rows = eval_eeg._order(crops, crops.patient == "chb02")[:12]
-    learner, _ = eval_eeg.adapted_fork(load_bases()["eeg"].checkpoint, "biofo", crops, rows)
+    learner = eval_eeg.adapted_fork(load_bases()["eeg"].checkpoint, "biofo", crops, rows)
     assert learner.version == rows.size
     assert [who for who, _ in callers] == ["registry"] * 5 + ["eval"] * first.size + ["eval eeg"] * rows.size
     assert all(policy is PATIENT_POLICY for _, policy in callers)

@@ -94,6 +94,17 @@ def test_eval_eeg_one_patient(tmp_path: Path) -> None:
         assert part["windows"] == 915 and 0 <= part["alarm_windows"] <= 915
     latency = result["median_latency_s"]
     assert latency is None or latency >= 2.0  # a decision exists only at a window's end
+    assert result["alarm_rule"] == {"source": "app.alarms.ALARM_RULES", "cls": "seizure", "min_run": 2}
+
+
+def test_eval_eeg_alarms_as_the_daemon_raises_them() -> None:
+    from app.alarms import ALARM_RULES
+
+    p_seizure = np.array([0.8, 0.1, 0.7, 0.6, 0.55, 0.4, 0.9])
+    alarm = eval_eeg.alarms(np.stack([1 - p_seizure, p_seizure], axis=1))
+    # One window predicted seizure is no alarm; the second of a run raises it, as app.alarms does.
+    assert alarm.tolist() == [False, False, False, True, True, False, False]
+    assert eval_eeg.MIN_RUN == ALARM_RULES["eeg"].min_run == 2
 
 
 def test_seizure_free_run_streams_as_offline_and_alarms_are_szcore_events() -> None:

@@ -26,6 +26,7 @@ def test_ecg_and_eeg_devices_with_binary_bodies_and_a_resident_bound() -> None:
     assert CLI_KEYS <= result.keys()
     assert (result["streams"], result["eeg_streams"], result["body"], result["max_resident"]) == (2, 1, "float32", 2)
     assert result["errors"] == 0 and result["segments_unsent"] == 0, result["error_examples"]
+    assert "Traceback" not in result["daemon_log_tail"], result["daemon_log_tail"]
     assert result["lost_windows"] == result["lost_labels"] == 0 and result["integrity_check"] == "ok"
     assert result["p99_post_ms_eeg"] is not None and result["p99_post_ms_ecg"] is not None
     assert result["labels"] >= 2 and result["p99_label_to_update_ms"] is not None

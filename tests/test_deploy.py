@@ -181,7 +181,8 @@ def test_run_script_starts_the_container_as_documented(tmp_path: Path) -> None:
         "sys.exit(1 if sys.argv[1:3] == ['container', 'inspect'] else 0)\n"
     )
     fake_docker.chmod(0o755)
-    env = {"PATH": f"{fake_docker.parent}:{os.environ['PATH']}", "BIOFO_ADMIN_TOKEN": "secret"}
+    env = {"PATH": f"{fake_docker.parent}:{os.environ['PATH']}", "BIOFO_ADMIN_TOKEN": "secret",
+           "BIOFO_MAX_RESIDENT_MODELS": "200"}
     done = subprocess.run(
         ["bash", str(REPO / "jetson" / "run.sh")],
         capture_output=True, text=True, env=env, timeout=30,
@@ -197,6 +198,7 @@ def test_run_script_starts_the_container_as_documented(tmp_path: Path) -> None:
     assert ("--volume", "biofo:/data") in pairs
     assert ("--volume", "/sys/bus/i2c/drivers:/sys/bus/i2c/drivers:ro") in pairs
     assert ("--env", "BIOFO_ADMIN_TOKEN") in pairs  # passed by name: the value stays off argv
+    assert ("--env", "BIOFO_MAX_RESIDENT_MODELS") in pairs  # the 4 GB board's bound reaches the daemon
     assert run[-1] == "biofo-jetson:latest"
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from app.energy import detect_meter
 from app.registry import Registry
 from app.store import LabelRow, Store, WindowRecord
 from bench.datasets import beats
+from models.archive import unpack
 from signals.aami import AAMI_CLASSES
 from signals.replay import ecg_reference, ecg_requests
 from tests.conftest import start_daemon
@@ -131,3 +135,37 @@ def test_a_daemon_with_room_for_one_model_answers_and_learns_as_one_without_a_bo
     assert bounded_predictions == predictions and bounded_versions == versions and bounded_onnx == onnx
     assert any(c["reason"] == "evicted" for c in bounded_checkpoints)
     assert not any(c["reason"] == "evicted" for c in checkpoints)
+
+
+def test_checkpoints_load_concurrently_without_the_ast_race() -> None:
+    """Models reloaded on many threads at once: numpy's header parsing goes through CPython's AST
+    builder, whose shared depth counter made ~1.6 % of such loads fail on 16 threads before
+    ``models.archive`` serialised them. A tight switch interval and frequent garbage collection
+    (finalizers run Python code mid-parse) make the interleaving likely within the test."""
+    blobs = [base.checkpoint for base in load_bases().values()]
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            sum(range(200))
+
+    def load(n: int) -> str | None:
+        try:
+            for _ in range(3):
+                [Cycle() for _ in range(30)]
+            return None if unpack(blobs[n % len(blobs)]).arrays else "empty archive"
+        except SystemError as error:
+            return repr(error)
+
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(1e-6)
+    gc.set_threshold(5, 1, 1)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            failures = [f for f in pool.map(load, range(800)) if f is not None]
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*threshold)
+    assert failures == [], failures[:3]
