@@ -280,6 +280,12 @@ def run(
             "base": base,
             "bundled_base": bundled_base_seizure_free(runs),
             "targets_fp_per_hour": FP_PER_HOUR_TARGETS,
+            # What the models learned as background (post-ictal crops) against what they stream here.
+            "spectra": {
+                "chbmit_background": false_alarms.band_profile(table.X[table.y == 0]),
+                "chbmit_seizure": false_alarms.band_profile(table.X[table.y == 1]),
+                "seizure_free": false_alarms.band_profile(np.concatenate([r.features for r in runs])),
+            },
         },
         "recordings": recordings,
         "data": "staged crops (ictal crop + crop 60 s later); seizure-free eegmmidb runs",
@@ -388,6 +394,19 @@ def _false_alarm_lines(result: dict[str, Any]) -> list[str]:
               _rate(r["seizure_free"]["after_labels"]["fp_per_hour"]),
               r["seizure_free"]["base"]["false_alarms"], _rate(r["seizure_free"]["base"]["fp_per_hour"])]
              for name, r in result["patients"].items()],
+        ),
+        "",
+        ("Mean spectrum over all channels (log band power, and its shape: each window's log powers "
+         "minus their mean over the bands). The models' only background is post-ictal CHB-MIT EEG."),
+        "",
+        report.markdown_table(
+            ["windows", "n", "spectrum",
+             *[f"{lo:g}–{hi:g} Hz" for lo, hi in free["spectra"]["seizure_free"]["bands_hz"]]],
+            [[label, profile["windows"], kind, *[f"{v:.2f}" for v in profile[kind]]]
+             for label, profile in (("CHB-MIT background (post-ictal)", free["spectra"]["chbmit_background"]),
+                                    ("CHB-MIT seizure", free["spectra"]["chbmit_seizure"]),
+                                    ("seizure-free eegmmidb", free["spectra"]["seizure_free"]))
+             for kind in ("log_power", "relative")],
         ),
     ]
 

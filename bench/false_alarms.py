@@ -18,7 +18,7 @@ import numpy as np
 
 from app.modalities import MODALITIES, Segment, extract
 from signals import eegmmidb
-from signals.eeg_features import EEG_WINDOW_S
+from signals.eeg_features import EEG_BANDS_HZ, EEG_WINDOW_S, FeatureConfig
 from signals.replay import eeg_requests
 from signals.scoring import event_scores, window_mask
 
@@ -107,3 +107,19 @@ def pooled(parts: list[dict[str, Any]]) -> dict[str, Any]:
         sum(part["alarm_windows"] for part in parts),
         sum(part["windows"] for part in parts),
     )
+
+
+def band_profile(features: np.ndarray) -> dict[str, Any]:
+    """The mean spectrum of windows of band-power features (``signals.eeg_features``), over every
+    channel: ``log_power`` per band, and ``relative``, each window's log powers minus their mean
+    over the bands. The relative profile is the spectrum's shape, which a gain cannot change: it
+    shows whether seizure-free EEG looks like the background a model was trained on."""
+    config = FeatureConfig()
+    current = features[:, -config.window_dim:].reshape(len(features), -1, len(EEG_BANDS_HZ)).astype(np.float64)
+    relative = current - current.mean(axis=2, keepdims=True)
+    return {
+        "windows": len(features),
+        "bands_hz": [list(band) for band in EEG_BANDS_HZ],
+        "log_power": current.mean(axis=(0, 1)).round(3).tolist(),
+        "relative": relative.mean(axis=(0, 1)).round(3).tolist(),
+    }

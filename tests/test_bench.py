@@ -95,6 +95,12 @@ def test_eval_eeg_one_patient(tmp_path: Path) -> None:
     latency = result["median_latency_s"]
     assert latency is None or latency >= 2.0  # a decision exists only at a window's end
     assert result["alarm_rule"] == {"source": "app.alarms.ALARM_RULES", "cls": "seizure", "min_run": 2}
+    spectra = result["seizure_free"]["spectra"]
+    assert spectra["seizure_free"]["windows"] == 915
+    assert spectra["chbmit_background"]["windows"] + spectra["chbmit_seizure"]["windows"] == 4602
+    for profile in spectra.values():
+        assert len(profile["log_power"]) == len(profile["relative"]) == 8
+        assert sum(profile["relative"]) == pytest.approx(0.0, abs=0.01)  # a shape: its mean removed
 
 
 def test_eval_eeg_alarms_as_the_daemon_raises_them() -> None:
