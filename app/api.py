@@ -279,10 +279,13 @@ Live = Annotated[LiveModel, Depends(_live)]
 
 def model_summary(store: Store, registry: Registry, live: LiveModel) -> ModelOut:
     """What a model is and has learned; an evicted model is described without loading its weights."""
+    # Read before the counts: a label is applied only once its update row is committed, so the
+    # counts taken after it include every update up to it.
+    applied_seq = live.applied_seq
     return ModelOut(
         modality=live.row.modality, patient_id=live.row.patient_id, version=live.version,
         rule=live.row.rule, base=live.row.base, updates_applied=store.count_updates(live.row.id),
-        labels_pending=store.count_labels_after(live.row.id, live.applied_seq), applied_seq=live.applied_seq,
+        labels_pending=store.count_labels_after(live.row.id, applied_seq), applied_seq=applied_seq,
         prequential=Prequential(**registry.prequential_summary(live)),
     )
 

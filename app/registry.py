@@ -342,18 +342,22 @@ class Registry:
         before = live.learner.version
         with self.meter.measure() as measurement:
             stats = self._adapt(live.learner, label, live.classes)
-        live.applied_seq = label.id
         live.updates_since_checkpoint += 1
         energy = EnergyRecord(
             phase="update", model_id=live.row.id, n=1, duration_s=measurement.duration_s,
             joules=measurement.joules, source=measurement.source, rail=measurement.rail,
             total=self.meter.total,
         )
-        if record:
-            self.store.insert_update(
-                live.row.id, before, live.learner.version, [label.id], stats.loss_per_layer,
-                stats.macs, stats.seconds, energy,
-            )
+        try:
+            if record:
+                self.store.insert_update(
+                    live.row.id, before, live.learner.version, [label.id], stats.loss_per_layer,
+                    stats.macs, stats.seconds, energy,
+                )
+        finally:
+            # Published once the update row is committed, so a reader that sees the label applied
+            # also finds its update; and also if the row cannot be written, as the weights learned it.
+            live.applied_seq = label.id
         return AppliedUpdate(live.row.id, label.id, before, live.learner.version,
                              stats.seconds, measurement.joules)
 

@@ -169,3 +169,29 @@ def test_checkpoints_load_concurrently_without_the_ast_race() -> None:
         sys.setswitchinterval(interval)
         gc.set_threshold(*threshold)
     assert failures == [], failures[:3]
+
+
+def test_a_label_counts_as_applied_only_once_its_update_row_is_stored(tmp_path: Path) -> None:
+    """A reader that sees ``applied_seq`` reach a label must find that label's update row: the
+    registry publishes the sequence number after the row commits, not before."""
+    store = Store(tmp_path / "order.db")
+    registry = Registry(store, {"ecg": load_bases()["ecg"]}, detect_meter("estimate"), checkpoint_every=50,
+                        engine="torch")
+    model_id, ids, labels = _windows(store, registry, "208")
+    live = registry.by_id(model_id)
+    seen_while_writing: list[int] = []
+    insert_update = store.insert_update
+
+    def observed(*args, **kwargs):
+        seen_while_writing.append(live.applied_seq)
+        return insert_update(*args, **kwargs)
+
+    store.insert_update = observed  # type: ignore[method-assign]
+    label_ids = []
+    for k in range(3):
+        (label_id,) = store.insert_labels([(ids[k], model_id, labels[k], "dr test", None)])
+        registry.apply(LabelRow(label_id, ids[k], model_id, labels[k], "dr test", 0.0))
+        label_ids.append(label_id)
+    assert seen_while_writing == [0, *label_ids[:-1]]  # each row written before its label counts
+    assert live.applied_seq == label_ids[-1] and store.count_updates(model_id) == 3
+    store.close()
