@@ -77,7 +77,7 @@ def base_for(table: WindowTable, patient: str, rule: str, steps: int) -> bytes:
 def alarms(probabilities: np.ndarray) -> np.ndarray:
     """Per-window alarm of one stream, by the daemon's rule: this window and the ``MIN_RUN - 1``
     before it are all predicted seizure."""
-    seizure = probabilities.argmax(axis=1) == SEIZURE if len(probabilities) else np.zeros(0, dtype=bool)
+    seizure = probabilities.argmax(axis=1) == SEIZURE
     run = np.zeros(len(seizure), dtype=np.int64)
     count = 0
     for i, flag in enumerate(seizure):
