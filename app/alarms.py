@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 
 from app.store import ModelRow, Store
 
@@ -35,6 +36,18 @@ class AlarmRule:
     kind: str
     cls: str
     min_run: int
+
+    def in_alarm(self, predicted: Sequence[str]) -> np.ndarray:
+        """Per window of one stream, in order: whether an alarm is up there, i.e. the window and the
+        ``min_run - 1`` before it are all predicted ``cls``. The offline form of what
+        ``AlarmDetector`` raises online, for evaluations that score alarms the daemon's way."""
+        flags = np.asarray(predicted) == self.cls
+        run = np.zeros(len(flags), dtype=np.int64)
+        count = 0
+        for i, flag in enumerate(flags):
+            count = count + 1 if flag else 0
+            run[i] = count
+        return run >= self.min_run
 
 
 ALARM_RULES = {

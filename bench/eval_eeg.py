@@ -49,8 +49,7 @@ from models.adaptation import PATIENT_POLICY
 from signals.eeg_features import EEG_CLASSES, EEG_WINDOW_S, WindowTable
 
 BASE_STEPS = 1400  # about 20 epochs of the other patients' windows at batch 64
-SEIZURE = EEG_CLASSES.index(ALARM_RULES["eeg"].cls)
-MIN_RUN = ALARM_RULES["eeg"].min_run
+ALARM_RULE = ALARM_RULES["eeg"]
 ANCHOR = "Shoeb & Guttag 2010: 96 % of seizures, median latency 3 s, 2 FP / 24 h"
 TARGETS = {"detected_fraction": 0.96, "median_latency_s": 3.0, "postictal_specificity": 0.97}
 FP_PER_HOUR_TARGETS = {"base": 1.0, "after_labels": 0.2}  # seizure-free EEG, pooled
@@ -75,15 +74,8 @@ def base_for(table: WindowTable, patient: str, rule: str, steps: int) -> bytes:
 
 
 def alarms(probabilities: np.ndarray) -> np.ndarray:
-    """Per-window alarm of one stream, by the daemon's rule: this window and the ``MIN_RUN - 1``
-    before it are all predicted seizure."""
-    seizure = probabilities.argmax(axis=1) == SEIZURE
-    run = np.zeros(len(seizure), dtype=np.int64)
-    count = 0
-    for i, flag in enumerate(seizure):
-        count = count + 1 if flag else 0
-        run[i] = count
-    return run >= MIN_RUN
+    """Per-window alarm of one stream, by the daemon's rule."""
+    return ALARM_RULE.in_alarm([EEG_CLASSES[i] for i in probabilities.argmax(axis=1)])
 
 
 def _crop_alarms(probabilities: np.ndarray, crops: np.ndarray) -> np.ndarray:
@@ -180,7 +172,7 @@ def score_recordings(
         X, _ = edf_windows(path)
         alarm = alarms(learner.predict(X)) if len(X) else np.zeros(0, dtype=bool)
         length = edf_duration_s(path)
-        reference = sample_labels(entry.seizures, int(round(length)), 1.0).astype(bool)
+        reference = sample_labels(entry.seizures, round(length), 1.0).astype(bool)
         scores = event_scores(reference, window_mask(alarm, EEG_WINDOW_S, 1.0, length), 1.0)
         seizures += scores.seizures
         detected += scores.detected
@@ -293,7 +285,7 @@ def run(
         "patients": per_patient,
         "base_steps": base_steps,
         "adaptation": {"policy": type(PATIENT_POLICY).__name__, **asdict(PATIENT_POLICY)},
-        "alarm_rule": {"source": "app.alarms.ALARM_RULES", "cls": ALARM_RULES["eeg"].cls, "min_run": MIN_RUN},
+        "alarm_rule": {"source": "app.alarms.ALARM_RULES", "cls": ALARM_RULE.cls, "min_run": ALARM_RULE.min_run},
         "run_s": time.perf_counter() - started,
     }
     folder = Path(out)
@@ -375,14 +367,14 @@ def _false_alarm_lines(result: dict[str, Any]) -> list[str]:
                      f"{part['alarm_windows']} / {part['windows']}", in_task,
                      ", ".join(f"{k} ({v})" for k, v in part["runs_with_alarms"].items()) or "none"])
     return [
-        f"## False alarms on seizure-free EEG ({result['seizure_free_hours']:.2f} h of eegmmidb, "
-        f"{len(free['runs'])} runs, {sum(r['task'] for r in free['runs'])} of them motor task runs)",
+        (f"## False alarms on seizure-free EEG ({result['seizure_free_hours']:.2f} h of eegmmidb, "
+         f"{len(free['runs'])} runs, {sum(r['task'] for r in free['runs'])} of them motor task runs)"),
         "",
-        "SzCORE events over the seizure-free runs, streamed through the daemon's extraction; "
-        "model-hours are the seizure-free hours times the models streamed (one per patient). "
-        "Task runs (R03: fist clenching on cue) carry movement, blink and muscle artefacts; the "
-        "others are resting baselines. With events closer than 90 s merged, a 1-minute run can "
-        "hold at most one false alarm and a 2-minute run two.",
+        ("SzCORE events over the seizure-free runs, streamed through the daemon's extraction; "
+         "model-hours are the seizure-free hours times the models streamed (one per patient). "
+         "Task runs (R03: fist clenching on cue) carry movement, blink and muscle artefacts; the "
+         "others are resting baselines. With events closer than 90 s merged, a 1-minute run can "
+         "hold at most one false alarm and a 2-minute run two."),
         "",
         report.markdown_table(
             ["model", "false alarms", "model-hours", "FA/h", "FA/24 h", "target FA/h",

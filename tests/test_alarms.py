@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from app.client import free_port
 from conftest import Daemon, start_daemon
+
+from app.alarms import ALARM_RULES
+from app.client import free_port
 from signals import replay
 from signals.datafiles import require
 
@@ -119,6 +120,9 @@ def test_ventricular_runs_in_203_raise_one_alarm_each(served: Daemon, receiver: 
     got = sorted((a["first_window_id"], a["last_window_id"], a["n_windows"]) for a in alarms)
     assert got == sorted((run[0], run[-1], len(run)) for run in expected)
     assert {a["kind"] for a in alarms} == {"ventricular_run"}
+    # The offline form evaluations use marks the same alarms: every run's windows from its third on.
+    offline = ALARM_RULES["ecg"].in_alarm([w["predicted"] for w in windows])
+    assert {w["id"] for w, up in zip(windows, offline, strict=True) if up} == {i for run in expected for i in run[2:]}
     assert all(a["acknowledged_at"] is None for a in alarms)
 
     # Every alarm reaches the live webhook despite its first two refusals; the dead one is retried

@@ -110,7 +110,7 @@ def test_eval_eeg_alarms_as_the_daemon_raises_them() -> None:
     alarm = eval_eeg.alarms(np.stack([1 - p_seizure, p_seizure], axis=1))
     # One window predicted seizure is no alarm; the second of a run raises it, as app.alarms does.
     assert alarm.tolist() == [False, False, False, True, True, False, False]
-    assert eval_eeg.MIN_RUN == ALARM_RULES["eeg"].min_run == 2
+    assert eval_eeg.ALARM_RULE is ALARM_RULES["eeg"] and ALARM_RULES["eeg"].min_run == 2
 
 
 def test_seizure_free_run_streams_as_offline_and_alarms_are_szcore_events() -> None:
