@@ -37,6 +37,7 @@ from app.segment_body import add_schemas
 from app.settings import Settings
 from app.store import Store, StoreUnavailable
 from app.templates import TemplateBooks
+from app.wal_checkpoints import WalCheckpointer
 from app.worker import UpdateWorker
 
 log = logging.getLogger("biofo")
@@ -129,6 +130,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         app.state.templates = TemplateBooks(store)
         retention = Retention(store, RetentionPolicy.from_settings(settings))
         app.state.retention = retention
+        wal = WalCheckpointer(store)
+        app.state.wal = wal
+        wal.start()
         worker.start()
         notifier.start()
         retention.start(settings.retain_every_s)
@@ -139,6 +143,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
             retention.stop()
             notifier.stop()
             worker.stop()
+            wal.stop()
             extractor.close()
             written = registry.checkpoint_all("shutdown")
             log.info("shutdown: %d checkpoints written", written)

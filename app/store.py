@@ -180,6 +180,8 @@ def _probe_write(connection: sqlite3.Connection) -> None:
 
 
 class Store:
+    WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default: a commit checkpoints once the WAL holds this many
+
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         # Every time the store writes (received_at, label and checkpoint times) and retention's horizons
@@ -210,6 +212,12 @@ class Store:
                 reader.conn.close()
             self._readers.clear()
             self.conn.close()
+
+    def set_wal_autocheckpoint(self, pages: int) -> None:
+        """Let the writer's commits checkpoint the WAL once it holds ``pages`` pages (0: never; a
+        ``app.wal_checkpoints.WalCheckpointer`` does it instead)."""
+        with self._lock:
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
     def _reader(self) -> sqlite_utils.Database:
         """This thread's read-only connection, opened on first use; those of finished threads are closed."""
