@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from scipy.signal import sosfiltfilt
 
 from signals.filters import (
     CausalFilter,
@@ -50,3 +51,11 @@ def test_causal_output_is_the_zero_phase_output_delayed_by_the_group_delay() -> 
     assert abs(best - delay) <= 1.0
     assert corr[best] > 0.97
     assert corr[best] - corr[0] > 0.005  # the delay is real: unshifted alignment is worse
+
+
+def test_zero_phase_filter_is_scipys_sosfiltfilt_to_the_last_bit() -> None:
+    """The steady state is cached, the output must not move: QRS figures were measured on it."""
+    x = read_record("208").signal[:, :5040]
+    for sos in (butter_sos(360.0, 8.0, 20.0), butter_sos(360.0, 0.5, 40.0, order=4), butter_sos(360.0, None, 40.0)):
+        for signal in (x, x[1]):
+            assert np.array_equal(zero_phase_filter(signal, sos), sosfiltfilt(sos, signal, axis=-1))
