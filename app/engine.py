@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.denormals import flush_on_this_thread
+
 ENGINES = ("torch", "onnxruntime")
 
 
@@ -70,6 +72,9 @@ class _Wrapped:
         return self._learner.predict(x)
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> UpdateStats:
+        # Adam's moments of silent units decay into subnormals, which make every later update
+        # many times slower (models.denormals); the flag is per thread and set once.
+        flush_on_this_thread()
         return self._learner.learn(x, y)
 
 

@@ -274,9 +274,10 @@ def _optimizer_step(
 
     ``grad`` is the gradient, or ``(δz, h)`` when it is the plain product ``δzᵀ h`` (an unmasked
     weight). For Adam without weight decay at batch one (``rank_one``), where
-    ``(δzᵀh)² = (δz²)ᵀ(h²)``, each moment's increment is then one product, its factor
-    ``1 − β`` folded in: two elementwise passes over the weight fewer, and each pass over a
-    256 × 256 weight costs more than all the batch-1 products together.
+    ``(δzᵀh)² = (δz²)ᵀ(h²)``, each new moment is then one ``Gemm``: the product, its factor
+    ``1 − β`` and the decayed old moment (Gemm's ``C``) in one pass. Six elementwise passes over
+    the weight fewer, and each pass over a 256 × 256 weight costs more than all the batch-1
+    products together.
     """
     hyper = dict(plan.hyper)
     param, state = f"network.{name}", f"optimizer.{name}"
@@ -292,16 +293,18 @@ def _optimizer_step(
         m_name, v_name = (f"{state}.{slot}" for slot in ADAM_MOMENTS)
         step_size, eps = adam
         if factors is not None:
+            # Gemm's C term: β·moment + (1 − β)·product in the product's own pass.
             squares = [g.op("Mul", factor, factor) for factor in factors]
-            increments = (g.op("Gemm", *factors, transA=1, alpha=1.0 - beta1),
-                          g.op("Gemm", *squares, transA=1, alpha=1.0 - beta2))
+            m = g.op("Gemm", *factors, m_name, transA=1, alpha=1.0 - beta1, beta=beta1,
+                     out=f"{NEXT}{m_name}")
+            v = g.op("Gemm", *squares, v_name, transA=1, alpha=1.0 - beta2, beta=beta2,
+                     out=f"{NEXT}{v_name}")
         else:
-            increments = (g.op("Mul", grad, g.constant(1.0 - beta1)),
-                          g.op("Mul", g.op("Mul", grad, grad), g.constant(1.0 - beta2)))
-        m = g.op("Add", g.op("Mul", m_name, g.constant(beta1)), increments[0],
-                 out=f"{NEXT}{m_name}")
-        v = g.op("Add", g.op("Mul", v_name, g.constant(beta2)), increments[1],
-                 out=f"{NEXT}{v_name}")
+            m = g.op("Add", g.op("Mul", m_name, g.constant(beta1)),
+                     g.op("Mul", grad, g.constant(1.0 - beta1)), out=f"{NEXT}{m_name}")
+            v = g.op("Add", g.op("Mul", v_name, g.constant(beta2)),
+                     g.op("Mul", g.op("Mul", grad, grad), g.constant(1.0 - beta2)),
+                     out=f"{NEXT}{v_name}")
         delta = g.op("Div", g.op("Mul", m, step_size), g.op("Add", g.op("Sqrt", v), eps))
     else:
         momentum = float(hyper["momentum"])
