@@ -27,6 +27,7 @@ import numpy as np
 import sqlite_utils
 
 from app.migrations import migrate
+from app.writer_lock import WriterLock
 
 ROLES = ("device", "clinician", "admin")
 
@@ -187,7 +188,7 @@ class Store:
         # Every time the store writes (received_at, label and checkpoint times) and retention's horizons
         # come from this clock: a soak runs a day of streams in minutes by advancing it.
         self.clock = clock
-        self._lock = threading.RLock()
+        self._lock = WriterLock()
         try:
             connection = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
@@ -234,9 +235,20 @@ class Store:
         return reader
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    def transaction(self, replayable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writing connection.
+
+        ``replayable``: rows a restart writes again from what is durable (an update row: replaying
+        the labels after the newest checkpoint rewrites the rows that are missing). Such a
+        transaction goes before the writers waiting, and its commit does not wait for the disk
+        (``synchronous=NORMAL``): the write-ahead log is one file appended in order, so the next
+        ordinary commit's fsync makes it durable too, and every checkpoint that covers its label
+        is such a commit. Only a power cut in between can lose it, and the replay writes it again.
+        """
+        with self._lock.first() if replayable else self._lock:
             try:
+                if replayable:
+                    self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield self.conn
@@ -248,6 +260,16 @@ class Store:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise StoreUnavailable(f"database write failed: {error}") from error
+            finally:
+                if replayable:
+                    self._restore_full_sync()
+
+    def _restore_full_sync(self) -> None:
+        """Back to fsync on every commit (outside any transaction, where SQLite allows the change)."""
+        try:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"cannot restore synchronous=FULL: {error}") from error
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self._reader().query(sql, params))
@@ -601,7 +623,7 @@ class Store:
         energy: EnergyRecord,
     ) -> int:
         now = self.clock()
-        with self.transaction() as conn:
+        with self.transaction(replayable=True) as conn:
             cursor = conn.execute(
                 "INSERT INTO updates (model_id, version_before, version_after, loss_per_layer,"
                 " macs, duration_s, joules, energy_source, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -103,3 +103,24 @@ def test_latest_label_wins_in_the_queue(store):
 def test_margin_is_top1_minus_top2():
     assert margin_of({"a": 0.7, "b": 0.2, "c": 0.1}) == pytest.approx(0.5)
     assert margin_of({"a": 1.0}) == pytest.approx(1.0)
+
+
+def test_update_rows_commit_without_fsync_then_every_commit_fsyncs_again(store):
+    """An update row is rewritten by replay after a crash, so its commit skips the fsync (NORMAL);
+    the connection is back at FULL for the next writer, also when the transaction fails."""
+    model = store.create_model("ecg", "p1", "base", "biofo", b"checkpoint", 0)
+    energy = EnergyRecord("update", model.id, 1, 0.01, 0.02, "estimate", "cpu", "cpu time x watts")
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    store.insert_update(model.id, 0, 1, [], [0.5], 10, 0.001, energy)
+    store.conn.set_trace_callback(None)
+    written = [s for s in statements if "synchronous" in s or s.startswith(("INSERT INTO updates", "COMMIT"))]
+    assert written[0] == "PRAGMA synchronous=NORMAL"
+    assert written[1].startswith("INSERT INTO updates")
+    assert written[-2:] == ["COMMIT", "PRAGMA synchronous=FULL"]
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    with pytest.raises(RuntimeError), store.transaction(replayable=True) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        raise RuntimeError("the update failed")
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert store.conn.execute("SELECT count(*) FROM updates").fetchone()[0] == 1
