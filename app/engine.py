@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.denormals import flush_on_this_thread
+from models.denormals import subnormals_flushed
 
 ENGINES = ("torch", "onnxruntime")
 
@@ -73,9 +73,9 @@ class _Wrapped:
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> UpdateStats:
         # Adam's moments of silent units decay into subnormals, which make every later update
-        # many times slower (models.denormals); the flag is per thread and set once.
-        flush_on_this_thread()
-        return self._learner.learn(x, y)
+        # many times slower (models.denormals).
+        with subnormals_flushed():
+            return self._learner.learn(x, y)
 
 
 class TorchEngine(_Wrapped):

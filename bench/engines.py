@@ -112,9 +112,9 @@ def ageing(blob: bytes, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, flo
             def updates(name: str = name, arm: str = arm, seconds: list[float] = seconds) -> None:
                 engine = load_learner(blob, name)
                 # The learner beneath the engine: the same update without the engine's flush, on a
-                # thread that does not inherit it from this one.
+                # thread that does not inherit a flush from this one.
                 learn = engine.learn if arm == "flushed" else engine._learner.learn
-                flush_subnormals(arm == "flushed")
+                flush_subnormals(False)
                 for k in range(AGE_UPDATES):
                     start = k % (len(y) - 1)
                     seconds.append(_timed(learn, X[start : start + 1], y[start : start + 1]))

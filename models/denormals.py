@@ -11,18 +11,22 @@ float32 resolution.
 
 The flush-to-zero and denormals-are-zero bits live in each thread's floating-point control
 register (x86-64 MXCSR, AArch64 FPCR), so they are set from the thread itself, through the C
-library's ``fegetenv``/``fesetenv``, once per thread; a thread started later inherits them from the
-thread that starts it. onnxruntime's own
-``session.set_denormal_as_zero`` sets them only on its pool threads, and a single-threaded session
-runs on the caller's.
+library's ``fegetenv``/``fesetenv``; a thread started later inherits them from the thread that
+starts it. They are set only for the duration of an update (``subnormals_flushed``) and restored
+after: they change every float operation on the thread, Python's own included (with them on,
+``5e-324 == 0.0``), and the same thread goes on to check requests whose fields may be subnormal.
+onnxruntime's own ``session.set_denormal_as_zero`` sets them only on its pool threads, and a
+single-threaded session runs on the caller's.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Offset of the control register in glibc's ``fenv_t`` and the bits that flush subnormals.
 _CONTROL = {
@@ -31,33 +35,45 @@ _CONTROL = {
 }
 _FENV_BYTES = 64  # larger than glibc's fenv_t on both (32 and 8 bytes)
 
-_done = threading.local()
 
-
+@functools.cache
 def _libm() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("m")
     return ctypes.CDLL(name) if name else None
 
 
-def flush_on_this_thread() -> bool:
-    """Set flush-to-zero on the calling thread (once); False where the platform is not known."""
-    applied = getattr(_done, "applied", None)
-    if applied is not None:
-        return applied
-    _done.applied = flush_subnormals(True)
-    return _done.applied
+def _environment() -> ctypes.Array[ctypes.c_char] | None:
+    """The calling thread's floating-point environment, or None where flushing is not known."""
+    libm = _libm()
+    if platform.machine() not in _CONTROL or libm is None:
+        return None
+    env = ctypes.create_string_buffer(_FENV_BYTES)
+    return env if libm.fegetenv(env) == 0 else None
+
+
+def _with_flush(env: ctypes.Array[ctypes.c_char], enabled: bool) -> ctypes.Array[ctypes.c_char]:
+    offset, bits = _CONTROL[platform.machine()]
+    changed = ctypes.create_string_buffer(env.raw, _FENV_BYTES)
+    register = ctypes.c_uint32.from_buffer(changed, offset)
+    register.value = register.value | bits if enabled else register.value & ~bits
+    return changed
 
 
 def flush_subnormals(enabled: bool) -> bool:
     """Turn flushing on or off on the calling thread (off: IEEE subnormals, the processor's default)."""
-    control = _CONTROL.get(platform.machine())
-    libm = _libm()
-    if control is None or libm is None:
-        return False
-    offset, bits = control
-    env = ctypes.create_string_buffer(_FENV_BYTES)
-    if libm.fegetenv(env) != 0:
-        return False
-    register = ctypes.c_uint32.from_buffer(env, offset)
-    register.value = register.value | bits if enabled else register.value & ~bits
-    return libm.fesetenv(env) == 0
+    env = _environment()
+    return env is not None and _libm().fesetenv(_with_flush(env, enabled)) == 0
+
+
+@contextmanager
+def subnormals_flushed() -> Iterator[bool]:
+    """Flush subnormals on the calling thread inside the block and restore its environment after;
+    yields False where the platform is not known (the block then runs with IEEE subnormals)."""
+    saved = _environment()
+    if saved is None or _libm().fesetenv(_with_flush(saved, True)) != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        _libm().fesetenv(saved)

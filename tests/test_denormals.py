@@ -1,7 +1,9 @@
-"""Subnormal Adam moments: flushed on the updating thread, so updates do not slow down with age."""
+"""Subnormal Adam moments: flushed during each update, so updates do not slow down with age, and
+only during it, so the rest of the thread keeps IEEE arithmetic."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -12,7 +14,7 @@ import app.engine
 from app.base_models import base_path
 from app.engine import load_learner
 from models.archive import unpack
-from models.denormals import flush_subnormals
+from models.denormals import flush_subnormals, subnormals_flushed
 from signals.ecg_features import beat_table
 
 UPDATES = 1200  # past the ~800 updates after which a silent unit's first moment is subnormal
@@ -22,7 +24,7 @@ def _subnormal_moments(flush: bool, monkeypatch: pytest.MonkeyPatch) -> int:
     """Subnormal values in the onnxruntime engine's state after UPDATES real beats of record 208,
     learned one at a time on a fresh thread (as the daemon's update worker does)."""
     if not flush:
-        monkeypatch.setattr(app.engine, "flush_on_this_thread", lambda: False)
+        monkeypatch.setattr(app.engine, "subnormals_flushed", lambda: contextlib.nullcontext(False))
     table = beat_table("208")
     engine = load_learner(base_path("ecg").read_bytes(), "onnxruntime")
 
@@ -76,3 +78,21 @@ def test_flushing_belongs_to_a_thread_and_is_inherited_by_the_threads_it_starts(
         return _product()  # still flushed here: the child's change stayed on the child
 
     assert _on_new_thread(parent) == 0.0
+
+
+def test_the_flush_lasts_only_as_long_as_the_update() -> None:
+    """A request thread that ran an update (a replay, a fork) then checks the next request's fields:
+    there a subnormal sampling rate must still be a number above zero, not a division by zero."""
+    table = beat_table("100")
+    engine = load_learner(base_path("ecg").read_bytes(), "onnxruntime")
+
+    def update_then_arithmetic() -> float:
+        flush_subnormals(False)
+        with subnormals_flushed() as flushing:
+            assert flushing and _product() == 0.0
+        engine.learn(table.X[:1], table.y[:1])
+        tiny = float.fromhex("0x0.0000000000001p-1022")
+        assert tiny > 0.0
+        return _product()
+
+    assert _on_new_thread(update_then_arithmetic) > 0.0
