@@ -37,32 +37,37 @@ _FENV_BYTES = 64  # larger than glibc's fenv_t on both (32 and 8 bytes)
 
 
 @functools.cache
-def _libm() -> ctypes.CDLL | None:
+def _platform() -> tuple[ctypes.CDLL, int, int] | None:
+    """libm, and the offset and bits of this processor's flush control; None where not known."""
+    control = _CONTROL.get(platform.machine())
     name = ctypes.util.find_library("m")
-    return ctypes.CDLL(name) if name else None
+    if control is None or name is None:
+        return None
+    return ctypes.CDLL(name), *control
 
 
 def _environment() -> ctypes.Array[ctypes.c_char] | None:
     """The calling thread's floating-point environment, or None where flushing is not known."""
-    libm = _libm()
-    if platform.machine() not in _CONTROL or libm is None:
+    here = _platform()
+    if here is None:
         return None
     env = ctypes.create_string_buffer(_FENV_BYTES)
-    return env if libm.fegetenv(env) == 0 else None
+    return env if here[0].fegetenv(env) == 0 else None
 
 
-def _with_flush(env: ctypes.Array[ctypes.c_char], enabled: bool) -> ctypes.Array[ctypes.c_char]:
-    offset, bits = _CONTROL[platform.machine()]
+def _set(env: ctypes.Array[ctypes.c_char], flush: bool) -> bool:
+    """Make ``env`` (from ``_environment``) the calling thread's, with flushing on or off."""
+    libm, offset, bits = _platform()
     changed = ctypes.create_string_buffer(env.raw, _FENV_BYTES)
     register = ctypes.c_uint32.from_buffer(changed, offset)
-    register.value = register.value | bits if enabled else register.value & ~bits
-    return changed
+    register.value = register.value | bits if flush else register.value & ~bits
+    return libm.fesetenv(changed) == 0
 
 
 def flush_subnormals(enabled: bool) -> bool:
     """Turn flushing on or off on the calling thread (off: IEEE subnormals, the processor's default)."""
     env = _environment()
-    return env is not None and _libm().fesetenv(_with_flush(env, enabled)) == 0
+    return env is not None and _set(env, enabled)
 
 
 @contextmanager
@@ -70,10 +75,10 @@ def subnormals_flushed() -> Iterator[bool]:
     """Flush subnormals on the calling thread inside the block and restore its environment after;
     yields False where the platform is not known (the block then runs with IEEE subnormals)."""
     saved = _environment()
-    if saved is None or _libm().fesetenv(_with_flush(saved, True)) != 0:
+    if saved is None or not _set(saved, True):
         yield False
         return
     try:
         yield True
     finally:
-        _libm().fesetenv(saved)
+        _platform()[0].fesetenv(saved)
