@@ -119,7 +119,7 @@ def run(records: list[str] | None = None, progress: bool = False) -> dict[str, o
         "baseline_ms_per_segment": baseline["ms_per_segment"],
         "speedup": baseline["ms_per_segment"] / fused["ms_per_segment"],
         "baseline": {key: value for key, value in baseline.items() if key != "per_record"},
-        "detector": "sleepecg.detect_heartbeats per lead, fused (signals.qrs)",
+        "detector": "sleepecg C detector per lead (signals.qrs.heartbeats), fused",
         "baseline_detector": "wfdb.processing.gqrs_detect on lead 0 with corrections",
         "segment_s": SEGMENT_S,
         "seconds": time.perf_counter() - started,

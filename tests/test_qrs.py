@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sleepecg import detect_heartbeats
 
 from signals.ecg_features import EcgStream
+from signals.filters import butter_sos, zero_phase_filter
 from signals.mitbih import read_record
-from signals.qrs import match_beats, match_pairs
+from signals.qrs import SLEEPECG_BAND_HZ, heartbeats, match_beats, match_pairs
 
 
 def test_matching_is_one_to_one_within_150_ms() -> None:
@@ -89,3 +91,20 @@ def test_an_inverted_lead_gives_the_same_beats(name: str) -> None:
         flipped[lead] = -flipped[lead]
         np.testing.assert_array_equal(_streamed(flipped, 360.0), upright)
 
+
+
+@pytest.mark.parametrize("name", ["105", "208"])
+def test_heartbeats_are_sleepecgs_own(name: str) -> None:
+    """``heartbeats`` (sleepecg's steps after a band-pass filtered once per chunk) finds exactly
+    what ``sleepecg.detect_heartbeats`` finds, on 14 s windows of real leads; some start with a
+    repeated sample, which sleepecg skips. This guards the private sleepecg functions it calls."""
+    x = read_record(name).signal
+    sos = butter_sos(360.0, *SLEEPECG_BAND_HZ)
+    starts_flat = 0
+    for start in range(0, 120 * 360, 1800):
+        for lead in x[:, start : start + 14 * 360]:
+            starts_flat += int(lead[1] == lead[0])
+            expected = detect_heartbeats(lead, 360.0)
+            assert expected.size > 10
+            np.testing.assert_array_equal(heartbeats(lead, zero_phase_filter(lead, sos), 360.0), expected)
+    assert starts_flat > 0
