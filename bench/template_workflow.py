@@ -74,6 +74,7 @@ def _label_one_by_one(daemon: LocalDaemon, clinician: str, patient: str, referen
         root = page.locator("#labeller")
         expect(root).to_have_attribute("data-ready", "true", timeout=60000)
         page.select_option("#queue-order", "time")
+        expect(root).to_have_attribute("data-queue-order", "time", timeout=60000)
         oldest = min(offsets, key=lambda w: (offsets[w], w))
         expect(root).to_have_attribute("data-window-id", str(oldest), timeout=60000)
         while page.locator("#window-title").inner_text() != "Nothing left to label":

@@ -41,6 +41,7 @@
     index: -1,
     detail: null,
     loading: 0,
+    queueLoads: 0,
     undo: [], // labels posted from this page, newest last
     chain: Promise.resolve(), // label and undo requests go out one at a time, in key order
     newestShown: 0,
@@ -64,9 +65,15 @@
   // Queue ---------------------------------------------------------------------------------------
 
   async function loadQueue(startId) {
+    // Re-read the queue only once this page's labels are stored (a beat just labelled must not
+    // come back), and let only the newest read win when the order changes twice quickly.
+    const ticket = ++state.queueLoads;
+    const order = ui.order.value;
+    await state.chain;
     const page = await b.api("/v1/windows?" + b.query({
-      patient_id: patient, modality: modality, labeled: false, order: ui.order.value, limit: 200,
+      patient_id: patient, modality: modality, labeled: false, order: order, limit: 200,
     }));
+    if (ticket !== state.queueLoads) return;
     state.items = page.windows;
     let start = 0;
     if (startId) {
@@ -80,6 +87,7 @@
     renderQueue();
     if (state.items.length) await go(start);
     else showEmpty();
+    root.dataset.queueOrder = order;
   }
 
   function renderQueue() {
