@@ -82,11 +82,16 @@ def zero_phase_filter(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
     extended[:, pad:-pad] = rows
     extended[:, -pad:] = 2.0 * rows[:, -1:] - rows[:, -2 : -pad - 2 : -1]
     sos = np.ascontiguousarray(sos, dtype=np.float64)
-    rest = _steady_state(sos)[None]
-    _sosfilt(sos, extended, np.ascontiguousarray(rest * extended[:, :1, None]))
+    _filter_rows_at_rest(sos, extended)
     backward = np.ascontiguousarray(extended[:, ::-1])
-    _sosfilt(sos, backward, np.ascontiguousarray(rest * backward[:, :1, None]))
+    _filter_rows_at_rest(sos, backward)
     return backward[:, ::-1][:, pad:-pad].reshape(x.shape)
+
+
+def _filter_rows_at_rest(sos: np.ndarray, rows: np.ndarray) -> None:
+    """Filter the C-contiguous (signals, samples) ``rows`` in place, each started at rest on its
+    first sample (the kernel wants its state as (signals, sections, 2))."""
+    _sosfilt(sos, rows, np.ascontiguousarray(_initial_state(sos, rows[:, 0]).transpose(1, 0, 2)))
 
 
 def _pad_length(sos: np.ndarray) -> int:

@@ -100,11 +100,17 @@ def searchable(lead: np.ndarray) -> bool:
     return at_rail < CLIPPED_FRACTION * lead.size
 
 
+def _clamp(index: np.ndarray, high: int) -> np.ndarray:
+    """``np.clip(index, 0, high)``, without ``np.clip``'s argument checks (7 % of a segment's
+    detection time when the fusion called it)."""
+    return np.minimum(np.maximum(index, 0), high)
+
+
 def _amplitudes(band: np.ndarray, peaks: np.ndarray, half: int) -> np.ndarray:
     """The largest value of ``band`` within ``half`` samples of each peak (the edge sample repeats)."""
     if peaks.size == 0:
         return np.zeros(0)
-    window = np.minimum(np.maximum(peaks[:, None] + np.arange(-half, half + 1), 0), band.size - 1)
+    window = _clamp(peaks[:, None] + np.arange(-half, half + 1), band.size - 1)
     return band[window].max(axis=1)
 
 
@@ -227,7 +233,7 @@ def _snr(band: np.ndarray, beats: np.ndarray, level: float | np.ndarray, fs: flo
     level = float(np.median(level)) if np.ndim(level) else float(level)
     half = int(round(PAIR_S * fs))
     # samples within ``half`` of a beat: +1 where a beat's span opens, -1 past where it closes
-    edges = np.bincount(np.minimum(np.maximum(beats - half, 0), band.size), minlength=band.size + 1)
+    edges = np.bincount(_clamp(beats - half, band.size), minlength=band.size + 1)
     edges -= np.bincount(np.minimum(beats + half + 1, band.size), minlength=band.size + 1)
     away = np.cumsum(edges[: band.size]) == 0
     if not away.any() or level <= 0.0:
@@ -251,7 +257,7 @@ def _percentile(values: np.ndarray, q: float) -> float:
 
 def _snap(band: np.ndarray, points: np.ndarray, before: int, after: int) -> np.ndarray:
     """Each point moved to the largest ``band`` value in [point + before, point + after)."""
-    lo = np.minimum(np.maximum(points + before, 0), band.size - 1)
+    lo = _clamp(points + before, band.size - 1)
     hi = np.maximum(np.minimum(points + after, band.size), lo + 1)
     window = lo[:, None] + np.arange(max(after - before, 1))
     values = np.where(window < hi[:, None], band[np.minimum(window, band.size - 1)], -np.inf)

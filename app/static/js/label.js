@@ -87,7 +87,7 @@
     renderQueue();
     if (state.items.length) await go(start);
     else showEmpty();
-    root.dataset.queueOrder = order;
+    if (ticket === state.queueLoads) root.dataset.queueOrder = order;
   }
 
   function renderQueue() {
