@@ -9,7 +9,7 @@ from sleepecg import detect_heartbeats
 from signals.ecg_features import EcgStream
 from signals.filters import butter_sos, zero_phase_filter
 from signals.mitbih import read_record
-from signals.qrs import SLEEPECG_BAND_HZ, heartbeats, match_beats, match_pairs
+from signals.qrs import SLEEPECG_BAND_HZ, _drop_extra, heartbeats, match_beats, match_pairs
 
 
 def test_matching_is_one_to_one_within_150_ms() -> None:
@@ -33,7 +33,7 @@ def test_matching_is_one_to_one_within_150_ms() -> None:
 def test_streamed_detection_on_hard_records(name: str, floor: float) -> None:
     """Minutes 5-10 of records with noise (105), tall P waves (108), multiform PVCs (203) and
     nodal rhythm with atrial flutter (222), sent as 10 s segments: Se and +P >= 99 %, 98.5 % on
-    108 and 203 (the fused sleepecg detector: 100 / 98.9 and 99.8 / 98.8 there; gqrs had >= 99)."""
+    108 and 203 (the fused sleepecg detector: 100 / 99.6 and 99.8 / 98.8 there; gqrs had >= 99)."""
     record = read_record(name)
     lo, hi = 300 * 360, 600 * 360
     stream, beats = EcgStream(), []
@@ -46,6 +46,34 @@ def test_streamed_detection_on_hard_records(name: str, floor: float) -> None:
     match = match_beats(reference, detected, 360.0, exclude=record.flutter, score_from=lo + 360)
     assert match.reference > 250
     assert match.sensitivity >= floor and match.ppv >= floor
+
+
+@pytest.mark.parametrize(("name", "minutes"), [("103", (19, 21)), ("200", (10, 15))])
+def test_one_noisy_lead_adds_no_beats_and_costs_none(name: str, minutes: tuple[int, int]) -> None:
+    """Real stretches where lead 1 is noise over a small QRS (103: muscle noise; 200: bursts over a
+    lead that nearly loses the QRS) while lead 0 is clean: Se and +P >= 98 % on 103 and 97 % on 200
+    (measured 100 / 99.3 and 97.8 / 97.8; before the cleaner lead could veto the other's beats and
+    the merge compared fused scores, +P was 86.8 % and 91.2 %)."""
+    record = read_record(name)
+    lo, hi = minutes[0] * 60 * 360, minutes[1] * 60 * 360
+    detected = np.rint(_streamed(record.signal[:, lo:hi], 360.0) * 360).astype(np.int64) + lo
+    reference = record.beat_samples[(record.beat_samples >= lo) & (record.beat_samples < hi)]
+    match = match_beats(reference, detected, 360.0, exclude=record.flutter, score_from=lo + 360)
+    floor = {"103": 0.98, "200": 0.97}[name]
+    assert match.reference > 130
+    assert match.sensitivity >= floor and match.ppv >= floor
+
+
+def test_an_extra_beat_between_two_is_dropped_and_a_premature_beat_is_kept() -> None:
+    """A formula check on hand-made positions (samples): a weak beat in a normal 300-sample
+    interval goes; a weak beat followed by a pause, or a strong one, stays."""
+    regular = np.arange(0, 3000, 300)
+    extra = np.sort(np.append(regular, 1300))  # 1200 and 1500 are 1 RR apart
+    strength = np.where(extra == 1300, 0.5, 1.0)
+    np.testing.assert_array_equal(_drop_extra(extra, strength), regular)
+    np.testing.assert_array_equal(_drop_extra(extra, np.ones(extra.size)), extra)
+    premature = np.array([0, 300, 600, 800, 1200, 1500, 1800])  # 800 with a compensatory pause
+    np.testing.assert_array_equal(_drop_extra(premature, np.where(premature == 800, 0.5, 1.0)), premature)
 
 
 def _streamed(signal: np.ndarray, fs: float, segment_s: float = 10.0) -> np.ndarray:
