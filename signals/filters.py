@@ -42,19 +42,21 @@ def _design(fs: float, low_hz: float | None, high_hz: float | None, order: int) 
 
 
 @lru_cache(maxsize=64)
-def _unit_steady_state(sos_bytes: bytes, sections: int) -> np.ndarray:
-    return sosfilt_zi(np.frombuffer(sos_bytes, dtype=np.float64).reshape(sections, 6))
+def _design_constants(sos_bytes: bytes, sections: int) -> tuple[np.ndarray, int]:
+    sos = np.frombuffer(sos_bytes, dtype=np.float64).reshape(sections, 6)
+    return sosfilt_zi(sos), _pad_length(sos)
 
 
-def _steady_state(sos: np.ndarray) -> np.ndarray:
-    """``sosfilt_zi(sos)``: the state (sections, 2) at rest for a constant input of 1."""
+def _constants(sos: np.ndarray) -> tuple[np.ndarray, int]:
+    """``sosfilt_zi(sos)`` (the state (sections, 2) at rest for a constant input of 1) and
+    ``sosfiltfilt``'s padding for the design, computed once per design."""
     sos = np.ascontiguousarray(sos, dtype=np.float64)
-    return _unit_steady_state(sos.tobytes(), sos.shape[0])
+    return _design_constants(sos.tobytes(), sos.shape[0])
 
 
 def _initial_state(sos: np.ndarray, first: np.ndarray) -> np.ndarray:
     """sosfilt state (sections, channels, 2) at rest for a constant input equal to ``first``."""
-    return _steady_state(sos)[:, None, :] * np.asarray(first, dtype=np.float64)[None, :, None]
+    return _constants(sos)[0][:, None, :] * np.asarray(first, dtype=np.float64)[None, :, None]
 
 
 def causal_filter(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
@@ -73,7 +75,7 @@ def zero_phase_filter(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
     against ``sosfiltfilt`` bit for bit): on a 14 s two-lead ECG chunk, ``sosfilt``'s argument checks
     and axis moves cost a third of the filter, and streaming QRS detection runs two per segment."""
     x = np.asarray(x, dtype=np.float64)
-    pad = _pad_length(sos)
+    pad = _constants(sos)[1]
     if x.shape[-1] <= pad:
         return sosfiltfilt(sos, x, axis=-1)  # which explains why the signal is too short
     rows = x.reshape(-1, x.shape[-1])

@@ -17,7 +17,9 @@ def test_matching_is_one_to_one_within_150_ms() -> None:
     reference = np.array([1000, 1300, 1600, 2500])
     detected = np.array([1010, 1020, 1354, 1655, 3000])
     pairs = match_pairs(reference, detected, 54)
-    assert sorted(map(tuple, pairs.tolist())) == [(0, 0), (1, 2)]  # 1020 is a second hit on 1000
+    assert pairs.tolist() == [[0, 0], [1, 2]]  # 1020 is a second hit on 1000
+    # With nothing to choose (no detection within reach of two references, nor two of one):
+    np.testing.assert_array_equal(match_pairs(reference, np.array([990, 1340, 2600]), 54), [[0, 0], [1, 1]])
     match = match_beats(reference, detected, 360.0)
     assert (match.tp, match.fn, match.fp) == (2, 2, 3)
     assert match.sensitivity == 0.5 and match.ppv == 0.4
