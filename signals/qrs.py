@@ -101,12 +101,12 @@ CONFIRMED_SCORE = 0.1
 NEAR_S = 0.4
 NEAR_SCORE = 0.6
 MERGED_T_WAVE_RATIO = 0.3
-VETO_SNR_RATIO = 1.5
 MIN_COMMON = 2
-EXTRA_SPAN = 1.2
-EXTRA_RATIO = 0.8
+VETO_SNR_RATIO = 1.5
 VETO_LEVEL = 0.2
 VETO_SHOWN = 0.5
+EXTRA_SPAN = 1.2
+EXTRA_RATIO = 0.8
 
 Detector = Callable[[np.ndarray, float], np.ndarray]
 
@@ -220,7 +220,6 @@ def _fuse(
 ) -> np.ndarray:
     """One beat list from two leads' detections (see the module docstring)."""
     pairs = match_pairs(found[0][0], found[1][0], int(round(PAIR_S * fs)))
-    half = int(round(AMPLITUDE_HALF_WIDTH_S * fs))
     if pairs.shape[0] < MIN_COMMON:
         # The leads disagree (one common beat may be chance). A noisy lead would still share a few
         # beats with a clean one, so the lead that failed found few: spikes over a quiet lead,
@@ -240,9 +239,10 @@ def _fuse(
     )
     needed = np.where(gap < NEAR_S * fs, NEAR_SCORE, ACCEPT_SCORE)
     needed[: pairs.shape[0]] = CONFIRMED_SCORE
+    half = int(round(AMPLITUDE_HALF_WIDTH_S * fs))
     relative = np.array([_amplitudes(band[lead], candidates, half) / scale[lead] for lead in (0, 1)])
     score = (weight[:, None] * np.minimum(relative, SCORE_CAP)).sum(axis=0) / max(weight.sum(), 1e-9)
-    lead_of = np.repeat([0, 0, 1], [pairs.shape[0], int((~confirmed[0]).sum()), int((~confirmed[1]).sum())])
+    lead_of = np.repeat([0, 0, 1], [pairs.shape[0]] + [peaks.size - pairs.shape[0] for peaks, _ in found])
     other = 1 - lead_of
     # Where the other lead is the cleaner one and shows nothing, one lead's beat is its noise;
     # unless the other lead has lost the QRS here too (it barely shows the confirmed beats around).
@@ -418,11 +418,12 @@ def match_pairs(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> 
     detected = np.asarray(detected, dtype=np.int64)
     lo = np.searchsorted(detected, reference - tolerance, side="left")
     hi = np.searchsorted(detected, reference + tolerance, side="right")
-    single = hi - lo == 1
-    if np.all(hi - lo <= 1) and np.all(np.diff(lo[single]) > 0):
+    reach = hi - lo
+    single = reach == 1
+    if np.all(reach <= 1) and np.all(np.diff(lo[single]) > 0):
         # No detection is within reach of two references, nor two of one: nothing to choose.
         return np.stack([np.flatnonzero(single), lo[single]], axis=1)
-    ref_idx = np.repeat(np.arange(reference.size), hi - lo)
+    ref_idx = np.repeat(np.arange(reference.size), reach)
     det_idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] or [np.zeros(0, int)])
     distance = np.abs(reference[ref_idx] - detected[det_idx])
     used_ref = np.zeros(reference.size, dtype=bool)
