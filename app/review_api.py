@@ -65,7 +65,8 @@ OVERLAY_MAX = 40
 SEIZURE = "seizure"
 METHOD = (
     "online leader clustering in arrival order: a beat joins the template (same RR group: premature if the "
-    "previous RR < 0.85 x local mean) whose mean waveform (both leads) correlates best with it, if r >= threshold"
+    "previous RR < 0.85 x local mean) whose mean QRS waveform (both leads, R - 100 ms to R + 150 ms at 360 Hz, "
+    "0.5-40 Hz) correlates best with it, if r >= threshold"
 )
 
 

@@ -853,12 +853,14 @@ class Store:
 
     # Templates, strips and exports -------------------------------------------------------------
 
-    def features_after(self, model_id: int, after_window_id: int) -> list[tuple[int, np.ndarray]]:
-        """(window id, stored features) of the model's windows after ``after_window_id``, in arrival order."""
-        rows = self._query(
-            "SELECT id, features FROM windows WHERE model_id = ? AND id > ? ORDER BY id", (model_id, after_window_id)
+    def beats_after(self, model_id: int, after_window_id: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the model's windows after ``after_window_id``, in arrival order, with their
+        stored samples (``stored_samples``), marker and features."""
+        return self._query(
+            "SELECT id, samples, n_channels, n_samples, marker, samples_pruned_at, features FROM windows"
+            " WHERE model_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (model_id, after_window_id, limit),
         )
-        return [(row["id"], np.frombuffer(row["features"], dtype=np.float32)) for row in rows]
 
     def window_states(self, model_id: int, through_window_id: int) -> dict[int, dict[str, Any]]:
         """Per window of the model up to ``through_window_id``: predicted class and the label in force (or None)."""

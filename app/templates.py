@@ -1,10 +1,12 @@
 """Per-patient beat templates (``signals.templates``), kept current as beats arrive.
 
 Each ECG model has one online clusterer in memory. It learns beats in arrival order from the
-features stored with each window; before any answer it takes in the beats stored since it last
-looked, so it stays incremental (a beat is assigned once and never moved) and needs no hook in the
-ingest path, and only patients whose templates someone opens hold one in memory. After a restart
-the first request rebuilds it from the stored features, in the same order, to the same templates.
+samples and features stored with each window; before any answer it takes in the beats stored since
+it last looked, so it stays incremental (a beat is assigned once and never moved) and needs no hook
+in the ingest path, and only patients whose templates someone opens hold one in memory. After a
+restart the first request rebuilds it from the stored windows, in the same order, to the same
+templates. A beat whose samples retention has already dropped is left out: nobody can judge it by
+eye, so it has left the labelling queue too.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from app.store import Store
-from signals.templates import TemplateClusterer
+import numpy as np
+
+from app.store import Store, stored_samples
+from signals.templates import TemplateClusterer, qrs_wave, rr_group
+
+PAGE = 2000  # windows read per query while catching up: a rebuild never holds a day of samples at once
 
 
 @dataclass
 class Book:
     clusterer: TemplateClusterer = field(default_factory=TemplateClusterer)
-    seen_through: int = 0  # the newest window id assigned
+    seen_through: int = 0  # the newest window id taken in
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -34,7 +40,11 @@ class TemplateBooks:
         with self._guard:
             book = self._books.setdefault(model_id, Book())
         with book.lock:
-            for window_id, features in self.store.features_after(model_id, book.seen_through):
-                book.clusterer.add(window_id, features)
-                book.seen_through = window_id
+            while rows := self.store.beats_after(model_id, book.seen_through, PAGE):
+                for row in rows:
+                    samples = stored_samples(row)
+                    if samples is not None:
+                        features = np.frombuffer(row["features"], dtype=np.float32)
+                        book.clusterer.add(row["id"], qrs_wave(samples, int(row["marker"])), rr_group(features))
+                    book.seen_through = row["id"]
         return book

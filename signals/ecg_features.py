@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from signals.errors import SegmentConflict, SegmentRejected
-from signals.mitbih import read_record
+from signals.mitbih import Record, read_record
 from signals.qrs import Detector, QrsTracker, detect_r_peaks
 from signals.resample import StreamResampler, map_indices
 
@@ -338,18 +338,24 @@ class BeatTable(NamedTuple):
     time_s: np.ndarray  # float64 (n,)
 
 
-def beat_table(record_name: str, window: BeatWindow = DEFAULT_WINDOW) -> BeatTable:
-    """Every reference beat of a MIT-BIH record with its features and AAMI class.
+def record_beats(record: Record, window: BeatWindow = DEFAULT_WINDOW) -> list[EcgBeat]:
+    """Every reference beat of a MIT-BIH record as the daemon emits it (features and plotting context).
 
     The record goes through an ``EcgStream`` with the reference R peaks, then ``flush()``: the
-    features are exactly those the daemon computes when a device sends the same R peaks.
+    beats are exactly those the daemon makes when a device sends the same R peaks.
     """
-    record = read_record(record_name)
     stream = EcgStream(window)
     beats = stream.push(record.signal, record.fs, 0.0, r_peaks=record.beat_samples)
     beats += stream.flush()
     if len(beats) != record.beat_samples.size:
-        raise RuntimeError(f"{record_name}: {len(beats)} beats from {record.beat_samples.size}")
+        raise RuntimeError(f"{record.name}: {len(beats)} beats from {record.beat_samples.size}")
+    return beats
+
+
+def beat_table(record_name: str, window: BeatWindow = DEFAULT_WINDOW) -> BeatTable:
+    """Every reference beat of a MIT-BIH record with its features (``record_beats``) and AAMI class."""
+    record = read_record(record_name)
+    beats = record_beats(record, window)
     return BeatTable(
         X=np.stack([beat.features for beat in beats]),
         y=record.beat_classes.copy(),
