@@ -11,7 +11,16 @@ from sleepecg import detect_heartbeats
 from signals.ecg_features import EcgStream
 from signals.filters import butter_sos, zero_phase_filter
 from signals.mitbih import read_record
-from signals.qrs import SLEEPECG_BAND_HZ, BeatMatch, _drop_extra, heartbeats, match_beats, match_pairs
+from signals.qrs import (
+    QRS_BAND_HZ,
+    SLEEPECG_BAND_HZ,
+    BeatMatch,
+    _drop_extra,
+    heartbeats,
+    match_beats,
+    match_pairs,
+    orientation,
+)
 
 
 def test_matching_is_one_to_one_within_150_ms() -> None:
@@ -144,3 +153,25 @@ def test_heartbeats_are_sleepecgs_own(name: str) -> None:
             assert expected.size > 10
             np.testing.assert_array_equal(heartbeats(lead, zero_phase_filter(lead, sos), 360.0), expected)
     assert starts_flat > 0
+
+
+def test_beats_of_the_other_polarity_are_searched_too() -> None:
+    """Record 106's lead 0 (MLII), 30 min in 14 s chunks turned as ``detect_lead`` turns them: its
+    bigeminy puts normal and ventricular beats on opposite sides, and sleepecg finds one side only.
+    Searching the negative as well finds at least half the beats it missed (measured 35 of 64), and
+    adds fewer false beats than it finds real ones (16)."""
+    record = read_record("106")
+    chunk, end = 14 * 360, 1800 * 360
+    one_way, both_ways = [], []
+    for start in range(0, end, chunk):
+        lead = record.signal[0, start : start + chunk].astype(np.float64)
+        sign = orientation(zero_phase_filter(lead, butter_sos(360.0, *QRS_BAND_HZ)), 360.0)
+        band = sign * zero_phase_filter(lead, butter_sos(360.0, *SLEEPECG_BAND_HZ))
+        one_way.append(heartbeats(sign * lead, band, 360.0) + start)
+        both_ways.append(heartbeats(sign * lead, band, 360.0, both_ways=True) + start)
+        assert set(one_way[-1].tolist()) <= set(both_ways[-1].tolist())
+    reference = record.beat_samples[record.beat_samples < end]
+    one, both = (match_beats(reference, np.concatenate(found), 360.0) for found in (one_way, both_ways))
+    assert one.fn > 40
+    assert both.fn <= one.fn / 2
+    assert both.fp - one.fp < one.fn - both.fn
