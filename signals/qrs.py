@@ -65,9 +65,9 @@ Lead fusion (a flat, saturated or noisy lead must not cost beats):
   than ``MERGED_REFRACTORY_S`` (230 ms: a rhythm faster than 260 per minute, ventricular flutter,
   is counted at half its rate) the weaker goes: on the 44 records no two reference beats are
   closer than 250 ms, while tall P waves 180-220 ms before their QRS (record 108) and noise (105)
-  pass the 200 ms refractory. 200 / 220 / 230 / 250 ms gave
-  194 / 198 / 199 / 208 missed and 218 / 192 / 183 / 166 false beats; 230 ms is the longest that
-  keeps the Se target, so it is fitted. It also cut errors (missed + false, 44 records, through
+  pass the 200 ms refractory. 200 / 220 / 230 / 250 ms gave 194 / 198 / 199 / 208 missed and
+  218 / 192 / 183 / 166 false beats; 230 ms is the longest that keeps the Se target, so it is
+  fitted. It also cut errors (missed + false, 44 records, through
   ``bench.robustness``) on every two-lead variant checked: leads swapped 529 to 517, 128 Hz 499 to
   465, 500 Hz 513 to 481, inverted 503 to 473, gain x0.5 503 to 473, mains 50 Hz 534 to 495,
   broadband noise at 12 dB 712 to 641, electrode motion at 12 dB 2 979 to 2 579 (there 46 more
