@@ -284,7 +284,8 @@ class Store:
     def create_token(self, name: str, role: str, token: str | None = None) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
-        plaintext = token or secrets.token_urlsafe(32)
+        # hex: a token that began with "-" would read as an option on the command line (`--token T`)
+        plaintext = token or secrets.token_hex(32)
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
